@@ -1,0 +1,3 @@
+from activity.cli import app
+
+app(prog_name="activity")

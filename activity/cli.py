@@ -1,0 +1,294 @@
+"""`activity`: the platform's command line and composition root.
+
+Each command parses its arguments and calls one function of a part; errors a user can fix are
+printed as one clear message with a non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from activity_settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="Start, stop and inspect the local stack (Kafka broker).", no_args_is_help=True)
+produce_app = typer.Typer(help="Publish transactions to Kafka.", no_args_is_help=True)
+topic_app = typer.Typer(help="Look at what is on the topics.", no_args_is_help=True)
+schema_app = typer.Typer(help="The `transactions` contract.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(produce_app, name="produce")
+app.add_typer(topic_app, name="topic")
+app.add_typer(schema_app, name="schema")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """An error with a message meant for the user; exit code 1."""
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def fail(message: object) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from confluent_kafka import KafkaException
+
+    from infra.jars import JarFetchError
+    from infra.kafka_broker import BrokerError
+    from streaming.publish import ReplayError
+
+    return (UserError, BrokerError, JarFetchError, ReplayError, KafkaException, KeyError, ValueError)
+
+
+# --------------------------------------------------------------------------------------- stack
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start the embedded Kafka broker (unless kafka.bootstrap_servers names a cluster) and create topics."""
+    from infra.stack import stack_up as start
+
+    cfg = settings()
+    try:
+        statuses = start(cfg, report=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    except _known_errors() as exc:
+        raise fail(exc) from None
+    _print_statuses(statuses)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop exactly the processes `stack up` started; the data stays for the next `up`."""
+    from infra.stack import stack_down as stop
+
+    stopped = stop(settings())
+    console.print("stopped: " + ", ".join(stopped) if stopped else "nothing of ours was running")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Say what runs where."""
+    from infra.stack import stack_status as status
+
+    statuses = status(settings())
+    _print_statuses(statuses)
+    if not all(s.running for s in statuses):
+        raise typer.Exit(3)
+
+
+def _print_statuses(statuses: list) -> None:  # list[ServiceStatus]
+    table = Table("service", "state", "where", "detail")
+    for status in statuses:
+        state = "[green]running[/green]" if status.running else "[red]down[/red]"
+        table.add_row(status.name, state, status.where, status.detail)
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------- produce
+
+
+@produce_app.command("simulate")
+def produce_simulate(
+    customers: Annotated[int | None, typer.Option(help="Population size [simulation.customers].")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of activity to send [simulation.days].")] = None,
+    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD [simulation.start].")] = None,
+    first_day: Annotated[int, typer.Option(help="Skip this many days after start.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Random seed [simulation.seed].")] = None,
+    rate: Annotated[float | None, typer.Option(help="Cap in events/s (default: as fast as possible).")] = None,
+) -> None:
+    """Publish a synthetic population's transactions (deterministic under the seed)."""
+    from streaming.simulator import make_population
+
+    cfg = settings()
+    sim = cfg.simulation
+    try:
+        first = date.fromisoformat(start) if start else sim.start
+        population = make_population(customers or sim.customers, first, days or sim.days,
+                                     seed if seed is not None else sim.seed, sim.mean_daily_rate)
+        _publish_simulation(cfg, population, first_day, rate)
+    except _known_errors() as exc:
+        raise fail(exc) from None
+
+
+def _publish_simulation(cfg: Settings, population, first_day: int, rate: float | None) -> None:  # noqa: ANN001
+    from streaming.publish import Pace, publish_simulation
+
+    with _progress() as progress:
+        task = progress.add_task(f"{population.size:,} customers, {population.days - first_day} days",
+                                 total=population.expected_events(first_day))
+        report = publish_simulation(cfg.kafka, population, first_day, Pace(rate=rate),
+                                    progress=lambda n: progress.advance(task, n))
+        progress.update(task, total=report.queued, completed=report.queued)
+    _print_report(report, cfg.kafka.topics.transactions)
+
+
+@produce_app.command("replay")
+def produce_replay(
+    file: Annotated[Path, typer.Argument(help="CSV or parquet file of transactions.")],
+    customer: Annotated[str, typer.Option("--customer", help="Column with the customer id.")] = "customer_id",
+    time: Annotated[str, typer.Option("--time", help="Column with the event time.")] = "event_time",
+    amount: Annotated[str, typer.Option("--amount", help="Column with the amount.")] = "amount",
+    transaction: Annotated[str | None, typer.Option("--transaction", help="Column with a transaction id.")] = None,
+    currency: Annotated[str | None, typer.Option(help="Column with the currency.")] = None,
+    merchant: Annotated[str | None, typer.Option(help="Column with the merchant id.")] = None,
+    category: Annotated[str | None, typer.Option(help="Column with the merchant category.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Column with the channel.")] = None,
+    default_currency: Annotated[str, typer.Option(help="Currency when no column is mapped.")] = "EUR",
+    timezone: Annotated[str, typer.Option(help="Time zone of times without an offset.")] = "UTC",
+    speedup: Annotated[float | None, typer.Option(help="Event time runs this many times faster.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Cap in events/s.")] = None,
+) -> None:
+    """Stream a file of real transactions in event-time order (as fast as possible by default)."""
+    from streaming.publish import (
+        ColumnMapping,
+        Pace,
+        ReplayDefaults,
+        encode_replayed,
+        publish_tables,
+        read_transactions_file,
+    )
+
+    cfg = settings()
+    try:
+        mapping = ColumnMapping(customer, time, amount, transaction, currency, merchant, category, channel)
+        table = read_transactions_file(file, mapping, ReplayDefaults(currency=default_currency, timezone=timezone))
+        with _progress() as progress:
+            task = progress.add_task(file.name, total=table.num_rows)
+            report = publish_tables(cfg.kafka, [table], encode_replayed, Pace(rate=rate, speedup=speedup),
+                                    progress=lambda n: progress.advance(task, n))
+    except _known_errors() as exc:
+        raise fail(exc) from None
+    _print_report(report, cfg.kafka.topics.transactions)
+
+
+def _progress():  # noqa: ANN202
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:  # noqa: ANN001
+            return Text(f"{task.speed:>10,.0f}/s" if task.speed else " " * 12)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    RateColumn(), TimeElapsedColumn(), console=console)
+
+
+def _print_report(report, topic: str) -> None:  # noqa: ANN001 - DeliveryReport
+    table = Table("topic", "sent", "delivered", "failed", "seconds", "events/s", title="summary")
+    failed = report.failed + report.undelivered
+    table.add_row(topic, f"{report.queued:,}", f"{report.delivered:,}", f"{failed:,}",
+                  f"{report.elapsed_s:.1f}", f"{report.rate:,.0f}")
+    console.print(table)
+    if failed:
+        raise fail(f"{failed:,} messages were not delivered: {report.errors or 'flush timed out'}")
+
+
+# --------------------------------------------------------------------------------------- topic
+
+
+@topic_app.command("stats")
+def topic_stats() -> None:
+    """Messages stored per topic and partition."""
+    from infra.topics import topic_names, topic_offsets
+
+    cfg = settings()
+    table = Table("topic", "partition", "first offset", "next offset", "messages")
+    try:
+        for name in topic_names(cfg.kafka):
+            for partition, (low, high) in topic_offsets(cfg.kafka, name).items():
+                table.add_row(name, str(partition), f"{low:,}", f"{high:,}", f"{high - low:,}")
+    except _known_errors() as exc:
+        raise fail(exc) from None
+    console.print(table)
+
+
+@topic_app.command("tail")
+def topic_tail(
+    topic: Annotated[str | None, typer.Option(help="Topic (default: transactions).")] = None,
+    count: Annotated[int, typer.Option(help="Stop after this many messages.")] = 10,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
+    idle: Annotated[float, typer.Option(help="Stop after this many seconds without a message.")] = 10.0,
+) -> None:
+    """Print messages as they arrive."""
+    from streaming.consume import read_topic
+
+    cfg = settings()
+    name = topic or cfg.kafka.topics.transactions
+    try:
+        for record in read_topic(cfg.kafka, name, from_beginning=from_beginning, limit=count,
+                                 idle_timeout_s=idle):
+            key = record.key.decode(errors="replace") if record.key else "-"
+            value = record.value.decode(errors="replace") if record.value else ""
+            console.print(f"[dim]{name}[{record.partition}]@{record.offset}[/dim] {key} {value}",
+                          markup=True, highlight=False, soft_wrap=True)
+    except _known_errors() as exc:
+        raise fail(exc) from None
+
+
+# -------------------------------------------------------------------------------------- schema
+
+
+@schema_app.command("docs")
+def schema_docs(
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the contract's reference (fields, rules, rejection codes) as Markdown."""
+    from streaming.schema import render_docs
+
+    text = render_docs()
+    if output:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        print(text)
+
+
+# ------------------------------------------------------------------------------ settings, demo
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (after the YAML file and environment variables)."""
+    print(settings().model_dump_json(indent=2))
+
+
+@app.command("demo")
+def demo(
+    customers: Annotated[int, typer.Option(help="Population size.")] = 2_000,
+    days: Annotated[int, typer.Option(help="Days of activity to send.")] = 60,
+) -> None:
+    """The main job on the embedded default: stack up, simulate transactions, show them arriving."""
+    from activity.demo import run_demo
+
+    try:
+        run_demo(settings(), console, customers=customers, days=days)
+    except _known_errors() as exc:
+        raise fail(exc) from None
+
+
+if __name__ == "__main__":
+    app()

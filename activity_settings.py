@@ -1,0 +1,180 @@
+"""The platform's one settings object.
+
+Precedence: explicit arguments > environment variables (``ACTIVITY_`` prefix, ``__`` between
+nested names, e.g. ``ACTIVITY_KAFKA__PARTITIONS=8``) > a YAML file (``ACTIVITY_CONFIG`` or
+``./activity.yaml``) > defaults. An invalid setting fails at start with its dotted name.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "ACTIVITY_"
+CONFIG_FILE_ENV = "ACTIVITY_CONFIG"
+DEFAULT_CONFIG_FILE = "activity.yaml"
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names it and says how it was given."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSettings(_Section):
+    transactions: str = "transactions"
+    dlq: str = "transactions.dlq"
+    predictions: str = "predictions"
+
+
+class KafkaSettings(_Section):
+    """Kafka: an embedded single-node broker unless ``bootstrap_servers`` names a cluster."""
+
+    bootstrap_servers: str | None = Field(
+        default=None, description="Existing cluster to use; unset = start the embedded broker."
+    )
+    broker_version: str = Field(default="4.3.1", description="Embedded Apache Kafka version.")
+    host: str = Field(default="127.0.0.1", description="Embedded broker's listen address.")
+    port: int = Field(default=19092, ge=1, le=65535, description="Embedded broker port.")
+    controller_port: int = Field(default=19093, ge=1, le=65535)
+    heap: str = Field(default="1g", pattern=r"^\d+[mMgG]$", description="Embedded broker heap.")
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions per topic.")
+    replication_factor: int = Field(default=1, ge=1)
+    topics: TopicSettings = TopicSettings()
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.bootstrap_servers is None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"{self.host}:{self.port}"
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka connection properties shared by every client we create."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = self.sasl_password or ""
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        return conf
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+
+class SparkSettings(_Section):
+    master: str = Field(default="local[*]", description="local[*], spark://, k8s:// or yarn.")
+    version: str = Field(default="4.2.0", description="Spark version of the Kafka connector.")
+    driver_memory: str = Field(default="4g", pattern=r"^\d+[mMgG]$")
+    shuffle_partitions: int = Field(default=4, ge=1)
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+
+
+class SimulationSettings(_Section):
+    """Defaults of the synthetic population; each can be overridden per command."""
+
+    customers: int = Field(default=10_000, ge=1)
+    days: int = Field(default=180, ge=1)
+    start: date = date(2026, 1, 1)
+    seed: int = 42
+    mean_daily_rate: float = Field(default=0.35, gt=0, description="Mean tx/customer/day.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default=Path(".activity"), description="Where state lives.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    spark: SparkSettings = SparkSettings()
+    simulation: SimulationSettings = SimulationSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @cached_property
+    def home(self) -> Path:
+        """The absolute data directory (created on first use)."""
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise SettingsError(f"{CONFIG_FILE_ENV}={explicit}: no such file")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings, raising ``SettingsError`` naming each bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        dotted = ".".join(str(part) for part in error["loc"])
+        env = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"invalid setting {dotted} [env {env}]: {error['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""A SparkSession factory with Spark's Kafka connector as local jars from Maven Central."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from activity_settings import Settings
+from infra.jars import fetch_jars
+
+
+def kafka_connector_jars(settings: Settings) -> list[Path]:
+    version = settings.spark.version
+    return fetch_jars("spark-kafka", settings.home / "jars" / f"spark-kafka-{version}",
+                      {"spark.version": version})
+
+
+def spark_session(settings: Settings, app_name: str, extra: dict[str, str] | None = None):  # noqa: ANN201
+    """Build (or reuse) the SparkSession for ``settings.spark.master`` with the Kafka connector."""
+    import pyspark
+    from pyspark.sql import SparkSession
+
+    spark_conf = settings.spark
+    if not pyspark.__version__.startswith(spark_conf.version):
+        raise RuntimeError(
+            f"pyspark {pyspark.__version__} does not match setting spark.version="
+            f"{spark_conf.version}: the Kafka connector must match Spark exactly"
+        )
+    jars = ",".join(str(jar) for jar in kafka_connector_jars(settings))
+    local_dir = settings.home / "spark" / "tmp"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(spark_conf.master)
+        .config("spark.jars", jars)
+        .config("spark.driver.memory", spark_conf.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(spark_conf.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.local.dir", str(local_dir))
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.warehouse.dir", str(settings.home / "spark" / "warehouse"))
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.home / 'spark'}")
+    )
+    for key, value in (extra or {}).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(spark_conf.log_level)
+    return session

@@ -1,0 +1,55 @@
+"""`activity stack up | down | status`: the local stack's lifecycle on the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from activity_settings import Settings
+from infra.kafka_broker import BrokerPaths, metadata_ready, running_broker, start_broker, stop_broker
+from infra.topics import ensure_topics
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    where: str
+    detail: str
+
+
+def stack_up(settings: Settings, report: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
+    """Start what the settings say we own (nothing, for an external cluster); create topics."""
+    kafka = settings.kafka
+    if kafka.embedded:
+        start_broker(kafka, settings.home, report)
+    elif not metadata_ready(kafka.client_config(), timeout_s=10.0):
+        raise RuntimeError(
+            f"the Kafka cluster at {kafka.bootstrap} (setting kafka.bootstrap_servers) "
+            "does not answer a metadata request"
+        )
+    partitions = ensure_topics(kafka)
+    report("topics: " + ", ".join(f"{name} ({count} partitions)" for name, count in partitions.items()))
+    return stack_status(settings)
+
+
+def stack_down(settings: Settings) -> list[str]:
+    """Stop exactly the processes `stack_up` started; an external cluster is left alone."""
+    stopped = []
+    if settings.kafka.embedded:
+        pid = stop_broker(settings.home, settings.kafka.broker_version)
+        if pid is not None:
+            stopped.append(f"kafka broker (pid {pid})")
+    return stopped
+
+
+def stack_status(settings: Settings) -> list[ServiceStatus]:
+    kafka = settings.kafka
+    if not kafka.embedded:
+        ready = metadata_ready(kafka.client_config())
+        return [ServiceStatus("kafka", ready, kafka.bootstrap, "external cluster")]
+    paths = BrokerPaths.under(settings.home, kafka.broker_version)
+    process = running_broker(paths)
+    ready = process is not None and metadata_ready(kafka.client_config())
+    detail = f"pid {process.pid}, log {paths.log}" if process else f"stopped (data in {paths.data})"
+    return [ServiceStatus("kafka", ready, kafka.bootstrap, detail)]

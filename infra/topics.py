@@ -1,0 +1,51 @@
+"""The platform's Kafka topics, created idempotently on any cluster we are pointed at."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from activity_settings import KafkaSettings
+
+
+def topic_names(kafka: KafkaSettings) -> list[str]:
+    topics = kafka.topics
+    return [topics.transactions, topics.dlq, topics.predictions]
+
+
+def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, int]:
+    """Create the missing topics; return each topic's partition count."""
+    admin = AdminClient(kafka.client_config())
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [name for name in topic_names(kafka) if name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(name, kafka.partitions, kafka.replication_factor) for name in missing],
+            operation_timeout=timeout_s,
+        )
+        for future in futures.values():
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    metadata = admin.list_topics(timeout=timeout_s)
+    return {name: len(metadata.topics[name].partitions) for name in topic_names(kafka)}
+
+
+def topic_offsets(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark per partition; ``high - low`` messages are stored."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**kafka.client_config(), "group.id": "activity-inspect",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise KeyError(f"topic {topic!r} does not exist at {kafka.bootstrap}")
+        return {
+            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            for partition in sorted(metadata.topics[topic].partitions)
+        }
+    finally:
+        consumer.close()

@@ -1,0 +1,65 @@
+"""Reading a topic back: what arrived, for people (``activity topic tail``) and for tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+
+from activity_settings import KafkaSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def read_topic(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    from_beginning: bool = True,
+    limit: int | None = None,
+    idle_timeout_s: float = 5.0,
+    batch: int = 10_000,
+) -> Iterator[Record]:
+    """Yield records until ``limit`` is reached or nothing new arrives for ``idle_timeout_s``."""
+    consumer = Consumer({
+        **kafka.client_config(),
+        "group.id": f"activity-read-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": False,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    })
+    consumer.subscribe([topic])
+    seen = 0
+    idle_since = time.monotonic()
+    try:
+        while limit is None or seen < limit:
+            messages = consumer.consume(batch, timeout=0.5)
+            if not messages:
+                if time.monotonic() - idle_since > idle_timeout_s:
+                    return
+                continue
+            idle_since = time.monotonic()
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                yield Record(message.partition(), message.offset(), message.key(), message.value(),
+                             message.timestamp()[1])
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+    finally:
+        consumer.close()

@@ -1,0 +1,188 @@
+"""Producers: the simulator and file replay, published to `transactions` keyed by customer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from activity_settings import KafkaSettings
+from streaming.producer import DeliveryReport, TransactionPublisher
+from streaming.schema import SCHEMA_VERSION, encode_trusted, format_event_time
+from streaming.simulator import Population, simulate
+
+Progress = Callable[[int], None]
+CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast to send: unlimited, a fixed rate, or event time compressed by ``speedup``."""
+
+    rate: float | None = None  # events per second
+    speedup: float | None = None  # event-time seconds per wall-clock second
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("rate must be positive")
+        if self.speedup is not None and self.speedup <= 0:
+            raise ValueError("speedup must be positive")
+
+
+def _chunks(table: pa.Table, size: int) -> Iterator[pa.Table]:
+    for offset in range(0, table.num_rows, size):
+        yield table.slice(offset, size)
+
+
+class _Pacer:
+    def __init__(self, pace: Pace) -> None:
+        self.pace = pace
+        self.start = time.monotonic()
+        self.sent = 0
+        self.first_event_s: float | None = None
+
+    def wait(self, chunk: pa.Table) -> None:
+        if self.pace.rate is not None:
+            due = self.start + self.sent / self.pace.rate
+        elif self.pace.speedup is not None and chunk.num_rows and chunk["event_time"][0].is_valid:
+            first_s = chunk["event_time"][0].as_py().timestamp()
+            if self.first_event_s is None:
+                self.first_event_s = first_s
+            due = self.start + (first_s - self.first_event_s) / self.pace.speedup
+        else:
+            due = 0.0
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.sent += chunk.num_rows
+
+
+def publish_tables(
+    kafka: KafkaSettings,
+    tables: Iterable[pa.Table],
+    encode: Callable[[pa.Table], list[bytes]],
+    pace: Pace = Pace(),
+    progress: Progress = lambda _: None,
+    chunk_rows: int = CHUNK,
+) -> DeliveryReport:
+    """Encode and publish tables of contract columns in order; wait for every delivery."""
+    publisher = TransactionPublisher(kafka, kafka.topics.transactions)
+    pacer = _Pacer(pace)
+    for table in tables:
+        for chunk in _chunks(table, chunk_rows):
+            pacer.wait(chunk)
+            keys = pc.cast(chunk["customer_id"], pa.binary()).to_pylist()
+            publisher.publish(encode(chunk), keys)
+            progress(chunk.num_rows)
+    return publisher.close()
+
+
+def encode_simulated(table: pa.Table) -> list[bytes]:
+    return pc.cast(encode_trusted(table), pa.binary()).to_pylist()
+
+
+def publish_simulation(
+    kafka: KafkaSettings,
+    population: Population,
+    first_day: int = 0,
+    pace: Pace = Pace(),
+    progress: Progress = lambda _: None,
+) -> DeliveryReport:
+    """Publish the population's days from ``first_day`` on, in event-time order."""
+    return publish_tables(kafka, simulate(population, first_day), encode_simulated, pace, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay of real data
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which input column holds each contract field; ``None`` = use the default."""
+
+    customer_id: str
+    event_time: str
+    amount: str
+    transaction_id: str | None = None
+    currency: str | None = None
+    merchant_id: str | None = None
+    merchant_category: str | None = None
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayDefaults:
+    currency: str = "EUR"
+    merchant_id: str = "unknown"
+    merchant_category: str = "other"
+    channel: str = "other"
+    timezone: str = "UTC"  # for timestamps without an offset
+
+
+class ReplayError(ValueError):
+    """The input file cannot be replayed as mapped; the message names the column."""
+
+
+def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayDefaults) -> pa.Table:
+    """Read CSV or parquet, map columns to the contract and sort by event time (stable)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    elif suffix in (".csv", ".gz", ".txt"):
+        frame = pd.read_csv(path, low_memory=False)
+    else:
+        raise ReplayError(f"{path}: expected a .csv or .parquet file")
+    for name, column in vars(mapping).items():
+        if column is not None and column not in frame.columns:
+            raise ReplayError(f"column {column!r} (for {name}) is not in {path}; "
+                              f"columns are: {', '.join(map(str, frame.columns))}")
+    times = pd.to_datetime(frame[mapping.event_time], errors="coerce", utc=False)
+    if getattr(times.dt, "tz", None) is None:
+        times = times.dt.tz_localize(defaults.timezone)
+    times = times.dt.tz_convert("UTC")
+    stem = path.stem.replace(" ", "_")[:24]
+    out = pd.DataFrame({
+        "transaction_id": (frame[mapping.transaction_id].astype(str) if mapping.transaction_id
+                           else [f"{stem}-{i}" for i in range(len(frame))]),
+        "customer_id": frame[mapping.customer_id].astype(str),
+        "amount": pd.to_numeric(frame[mapping.amount], errors="coerce"),
+        "currency": frame[mapping.currency].astype(str) if mapping.currency else defaults.currency,
+        "event_time": times,
+        "merchant_id": frame[mapping.merchant_id].astype(str) if mapping.merchant_id else defaults.merchant_id,
+        "merchant_category": (frame[mapping.merchant_category].astype(str) if mapping.merchant_category
+                              else defaults.merchant_category),
+        "channel": frame[mapping.channel].astype(str) if mapping.channel else defaults.channel,
+    })
+    out = out.sort_values("event_time", kind="stable", na_position="first")
+    return pa.Table.from_pandas(out, preserve_index=False)
+
+
+def encode_replayed(table: pa.Table) -> list[bytes]:
+    """Row-wise JSON with proper escaping; unparseable times and amounts become ``null`` so the
+    streaming job dead-letters them with a reason instead of them vanishing here."""
+    values = []
+    for row in table.to_pylist():
+        moment = row["event_time"]
+        amount = row["amount"]
+        document = {
+            "schema_version": SCHEMA_VERSION,
+            "transaction_id": row["transaction_id"],
+            "customer_id": row["customer_id"],
+            "amount": amount if amount is not None and amount == amount else None,
+            "currency": row["currency"],
+            "event_time": format_event_time(moment) if moment is not None else None,
+            "merchant_id": row["merchant_id"],
+            "merchant_category": row["merchant_category"],
+            "channel": row["channel"],
+        }
+        values.append(orjson.dumps(document))
+    return values

@@ -1,0 +1,300 @@
+"""The `transactions` contract: one definition that yields validation, the Spark schema and docs.
+
+A value is a UTF-8 JSON object, keyed by ``customer_id`` on the topic. Version 1 fields are
+listed in ``FIELDS``; anything else is rejected with a typed ``ErrorCode`` so that a bad event
+can go to the dead-letter topic with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_AMOUNT = 1_000_000.0
+MAX_FUTURE = timedelta(minutes=5)
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+
+MERCHANT_CATEGORIES = (
+    "grocery", "restaurants", "fuel", "retail", "travel",
+    "entertainment", "utilities", "health", "online_services", "other",
+)
+CHANNELS = ("in_store", "online", "mobile", "atm", "other")
+
+
+class ErrorCode(StrEnum):
+    """Why an event was rejected; carried on every dead letter."""
+
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    INVALID_ENCODING = "invalid_encoding"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_ID = "invalid_id"
+    NON_FINITE_AMOUNT = "non_finite_amount"
+    NON_POSITIVE_AMOUNT = "non_positive_amount"
+    AMOUNT_TOO_LARGE = "amount_too_large"
+    INVALID_CURRENCY = "invalid_currency"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
+    INVALID_CATEGORY = "invalid_category"
+    INVALID_CHANNEL = "invalid_channel"
+    DUPLICATE_TRANSACTION = "duplicate_transaction"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    json_type: str  # "string" | "integer" | "number"
+    spark_type: str  # a Spark SQL DDL type
+    description: str
+    rule: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("schema_version", "integer", "INT", "Contract version of this event.",
+          f"one of {sorted(SUPPORTED_VERSIONS)}"),
+    Field("transaction_id", "string", "STRING", "Globally unique id; duplicates are dropped.",
+          "1-64 chars of A-Z a-z 0-9 _ . : -"),
+    Field("customer_id", "string", "STRING", "The customer; also the Kafka message key.",
+          "1-64 chars of A-Z a-z 0-9 _ . : -"),
+    Field("amount", "number", "DOUBLE", "Transaction amount in `currency` units.",
+          f"finite, > 0 and <= {MAX_AMOUNT:,.0f}"),
+    Field("currency", "string", "STRING", "ISO 4217 currency code.", "three upper-case letters"),
+    Field("event_time", "string", "STRING", "When it happened: ISO 8601 with a UTC offset.",
+          f"after {EARLIEST_EVENT_TIME:%Y-%m-%d}, at most {MAX_FUTURE} in the future"),
+    Field("merchant_id", "string", "STRING", "The merchant.", "1-64 chars of A-Z a-z 0-9 _ . : -"),
+    Field("merchant_category", "string", "STRING", "Merchant category.",
+          "one of " + ", ".join(MERCHANT_CATEGORIES)),
+    Field("channel", "string", "STRING", "Where the customer paid.", "one of " + ", ".join(CHANNELS)),
+)
+FIELD_NAMES = tuple(field.name for field in FIELDS)
+_FIELD_SET = frozenset(FIELD_NAMES)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A valid transaction, with ``event_time`` normalized to an aware UTC datetime."""
+
+    transaction_id: str
+    customer_id: str
+    amount: float
+    currency: str
+    event_time: datetime
+    merchant_id: str
+    merchant_category: str
+    channel: str
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "transaction_id": self.transaction_id,
+            "customer_id": self.customer_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "event_time": format_event_time(self.event_time),
+            "merchant_id": self.merchant_id,
+            "merchant_category": self.merchant_category,
+            "channel": self.channel,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    code: ErrorCode
+    message: str
+
+
+def format_event_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with millisecond precision and a ``Z`` suffix."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_event_time(text: str) -> datetime | None:
+    """Parse ISO 8601 with an explicit offset (``Z`` or ``±HH:MM``); naive times are invalid."""
+    if not 10 <= len(text) <= 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
+def validate_bytes(raw: bytes | None, now: datetime | None = None) -> Transaction | InvalidEvent:
+    """Validate one Kafka message value."""
+    if raw is None:
+        return InvalidEvent(ErrorCode.NOT_AN_OBJECT, "empty message value")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        return InvalidEvent(ErrorCode.PAYLOAD_TOO_LARGE,
+                            f"{len(raw)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidEvent(ErrorCode.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}")
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        return InvalidEvent(ErrorCode.INVALID_JSON, f"not JSON: {exc}")
+    return validate_record(document, now)
+
+
+def validate_record(document: Any, now: datetime | None = None) -> Transaction | InvalidEvent:
+    """Validate a decoded JSON document against the contract."""
+    if not isinstance(document, Mapping):
+        return InvalidEvent(ErrorCode.NOT_AN_OBJECT, f"expected a JSON object, got {type(document).__name__}")
+    missing = [name for name in FIELD_NAMES if name not in document]
+    if missing:
+        return InvalidEvent(ErrorCode.MISSING_FIELD, "missing field(s): " + ", ".join(missing))
+    unknown = sorted(set(document) - _FIELD_SET)
+    if unknown:
+        return InvalidEvent(ErrorCode.UNKNOWN_FIELD, "unknown field(s): " + ", ".join(unknown))
+    for field in FIELDS:
+        value = document[field.name]
+        if not _has_json_type(value, field.json_type):
+            return InvalidEvent(ErrorCode.WRONG_TYPE,
+                                f"{field.name} must be a {field.json_type}, got {_json_type_name(value)}")
+    version = document["schema_version"]
+    if version not in SUPPORTED_VERSIONS:
+        return InvalidEvent(ErrorCode.UNSUPPORTED_VERSION, f"schema_version {version} is not supported")
+    for name in ("transaction_id", "customer_id", "merchant_id"):
+        if not ID_PATTERN.match(document[name]):
+            return InvalidEvent(ErrorCode.INVALID_ID, f"{name} {document[name][:80]!r} is not a valid id")
+    amount = float(document["amount"])
+    if not math.isfinite(amount):
+        return InvalidEvent(ErrorCode.NON_FINITE_AMOUNT, f"amount {amount} is not finite")
+    if amount <= 0:
+        return InvalidEvent(ErrorCode.NON_POSITIVE_AMOUNT, f"amount {amount} must be positive")
+    if amount > MAX_AMOUNT:
+        return InvalidEvent(ErrorCode.AMOUNT_TOO_LARGE, f"amount {amount} exceeds {MAX_AMOUNT:,.0f}")
+    if not CURRENCY_PATTERN.match(document["currency"]):
+        return InvalidEvent(ErrorCode.INVALID_CURRENCY, f"currency {document['currency'][:20]!r} is not ISO 4217")
+    moment = parse_event_time(document["event_time"])
+    if moment is None:
+        return InvalidEvent(ErrorCode.INVALID_TIMESTAMP,
+                            f"event_time {document['event_time'][:60]!r} is not ISO 8601 with an offset")
+    current = now or datetime.now(UTC)
+    if moment > current + MAX_FUTURE:
+        return InvalidEvent(ErrorCode.FUTURE_TIMESTAMP, f"event_time {format_event_time(moment)} is in the future")
+    if moment < EARLIEST_EVENT_TIME:
+        return InvalidEvent(ErrorCode.STALE_TIMESTAMP, f"event_time {format_event_time(moment)} is too old")
+    if document["merchant_category"] not in MERCHANT_CATEGORIES:
+        return InvalidEvent(ErrorCode.INVALID_CATEGORY,
+                            f"merchant_category {document['merchant_category'][:40]!r} is unknown")
+    if document["channel"] not in CHANNELS:
+        return InvalidEvent(ErrorCode.INVALID_CHANNEL, f"channel {document['channel'][:40]!r} is unknown")
+    return Transaction(
+        transaction_id=document["transaction_id"],
+        customer_id=document["customer_id"],
+        amount=amount,
+        currency=document["currency"],
+        event_time=moment,
+        merchant_id=document["merchant_id"],
+        merchant_category=document["merchant_category"],
+        channel=document["channel"],
+        schema_version=version,
+    )
+
+
+def _has_json_type(value: Any, json_type: str) -> bool:
+    if json_type == "string":
+        return isinstance(value, str)
+    if json_type == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {str: "string", int: "integer", float: "number", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def encode_trusted(table: pa.Table) -> pa.Array:
+    """JSON values for a table of contract columns, vectorized in Arrow.
+
+    Only for tables whose strings need no JSON escaping (ids match ``ID_PATTERN``, enums, the
+    currency): the simulator's. Anything else goes through ``Transaction.to_json``.
+    """
+    event_time = pc.replace_substring(
+        pc.cast(pc.cast(table["event_time"], pa.timestamp("ms")), pa.string()), " ", "T")
+    return pc.binary_join_element_wise(
+        '{"schema_version":', pc.cast(table["schema_version"], pa.string()),
+        ',"transaction_id":"', table["transaction_id"],
+        '","customer_id":"', table["customer_id"],
+        '","amount":', pc.cast(table["amount"], pa.string()),
+        ',"currency":"', table["currency"],
+        '","event_time":"', event_time,
+        'Z","merchant_id":"', table["merchant_id"],
+        '","merchant_category":"', table["merchant_category"],
+        '","channel":"', table["channel"],
+        '"}', "",
+    )
+
+
+def spark_schema_ddl() -> str:
+    """The value's schema as Spark DDL (``from_json`` input)."""
+    return ", ".join(f"{field.name} {field.spark_type}" for field in FIELDS)
+
+
+def spark_schema():  # noqa: ANN201 - pyspark is imported lazily
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(spark_schema_ddl())
+
+
+def render_docs() -> str:
+    """Markdown reference of the contract, generated from ``FIELDS`` and ``ErrorCode``."""
+    lines = [
+        "# The `transactions` contract",
+        "",
+        f"Value: a UTF-8 JSON object of at most {MAX_PAYLOAD_BYTES:,} bytes; key: `customer_id`. "
+        f"Current `schema_version`: {SCHEMA_VERSION}. Every field is required; unknown fields are rejected.",
+        "",
+        "| field | JSON type | Spark type | rule | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| `{f.name}` | {f.json_type} | {f.spark_type} | {f.rule} | {f.description} |" for f in FIELDS]
+    lines += [
+        "",
+        "## Rejections",
+        "",
+        "An event that breaks a rule goes to `transactions.dlq` with one of these codes:",
+        "",
+    ]
+    lines += [f"- `{code.value}`" for code in ErrorCode]
+    lines += ["", "Example:", "", "```json",
+              json.dumps(example_event(), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def example_event() -> dict[str, Any]:
+    return Transaction(
+        transaction_id="tx-42-00001-0000007", customer_id="c000123", amount=42.5, currency="EUR",
+        event_time=datetime(2026, 3, 1, 12, 30, tzinfo=UTC), merchant_id="m01234",
+        merchant_category="grocery", channel="in_store",
+    ).to_json()

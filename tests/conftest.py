@@ -1,0 +1,61 @@
+"""Shared fixtures. Integration fixtures start real services on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from activity_settings import KafkaSettings, Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stack_settings(data_dir: Path) -> Settings:
+    """Settings for an isolated stack: its own data directory and ports."""
+    return load_settings(
+        data_dir=data_dir,
+        kafka=KafkaSettings(port=free_port(), controller_port=free_port(), partitions=4),
+        spark={"master": "local[2]", "driver_memory": "2g", "shuffle_partitions": 4},
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a CLI subprocess use ``settings``' data directory and ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")}
+    env.update({
+        "ACTIVITY_DATA_DIR": str(settings.data_dir),
+        "ACTIVITY_KAFKA__PORT": str(settings.kafka.port),
+        "ACTIVITY_KAFKA__CONTROLLER_PORT": str(settings.kafka.controller_port),
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A real single-node Kafka broker for the whole session, stopped at the end."""
+    from infra.stack import stack_down, stack_up
+
+    settings = stack_settings(tmp_path_factory.mktemp("stack"))
+    stack_up(settings)
+    try:
+        yield settings
+    finally:
+        stack_down(settings)
+
+
+@pytest.fixture(scope="session")
+def spark(kafka_stack: Settings):  # noqa: ANN201
+    """A local Spark session with the Kafka connector, shared by the session's tests."""
+    from infra.spark import spark_session
+
+    session = spark_session(kafka_stack, "activity-tests")
+    yield session
+    session.stop()

@@ -1,0 +1,136 @@
+"""The transaction contract: validation with typed codes, the Spark schema and the docs."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from streaming.schema import (
+    FIELD_NAMES,
+    MAX_PAYLOAD_BYTES,
+    ErrorCode,
+    InvalidEvent,
+    Transaction,
+    example_event,
+    render_docs,
+    spark_schema_ddl,
+    validate_bytes,
+    validate_record,
+)
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def event(**changes: object) -> dict[str, object]:
+    document = example_event()
+    document.update(changes)
+    return document
+
+
+def encoded(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def test_example_event_is_valid_and_normalized_to_utc() -> None:
+    result = validate_bytes(encoded(event(event_time="2026-03-01T14:30:00+02:00")), now=NOW)
+    assert isinstance(result, Transaction)
+    assert result.event_time == datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    assert result.amount == 42.5
+
+
+def test_valid_event_round_trips_through_json() -> None:
+    result = validate_bytes(encoded(example_event()), now=NOW)
+    assert isinstance(result, Transaction)
+    assert result.to_json() == example_event()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"x" * (MAX_PAYLOAD_BYTES + 1), ErrorCode.PAYLOAD_TOO_LARGE),
+        (b'{"customer_id": "\xff\xfe"}', ErrorCode.INVALID_ENCODING),
+        (b'{"schema_version": 1, ', ErrorCode.INVALID_JSON),
+        (b"", ErrorCode.INVALID_JSON),
+        (b"[1, 2]", ErrorCode.NOT_AN_OBJECT),
+        (b'"just a string"', ErrorCode.NOT_AN_OBJECT),
+        (None, ErrorCode.NOT_AN_OBJECT),
+    ],
+)
+def test_undecodable_payloads_are_rejected_with_a_code(raw: bytes | None, code: ErrorCode) -> None:
+    result = validate_bytes(raw, now=NOW)
+    assert isinstance(result, InvalidEvent)
+    assert result.code == code
+    assert result.message
+
+
+def _without(name: str) -> dict[str, object]:
+    document = example_event()
+    del document[name]
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [
+        (_without("amount"), ErrorCode.MISSING_FIELD),
+        (_without("event_time"), ErrorCode.MISSING_FIELD),
+        (event(coupon="x"), ErrorCode.UNKNOWN_FIELD),
+        (event(amount="42.5"), ErrorCode.WRONG_TYPE),
+        (event(amount=True), ErrorCode.WRONG_TYPE),
+        (event(customer_id=123), ErrorCode.WRONG_TYPE),
+        (event(customer_id=None), ErrorCode.WRONG_TYPE),
+        (event(schema_version="1"), ErrorCode.WRONG_TYPE),
+        (event(schema_version=1.0), ErrorCode.WRONG_TYPE),
+        (event(schema_version=2), ErrorCode.UNSUPPORTED_VERSION),
+        (event(customer_id=""), ErrorCode.INVALID_ID),
+        (event(transaction_id="a b"), ErrorCode.INVALID_ID),
+        (event(merchant_id="m" * 65), ErrorCode.INVALID_ID),
+        (event(amount=math.nan), ErrorCode.NON_FINITE_AMOUNT),
+        (event(amount=math.inf), ErrorCode.NON_FINITE_AMOUNT),
+        (event(amount=-5), ErrorCode.NON_POSITIVE_AMOUNT),
+        (event(amount=0), ErrorCode.NON_POSITIVE_AMOUNT),
+        (event(amount=1e12), ErrorCode.AMOUNT_TOO_LARGE),
+        (event(currency="eur"), ErrorCode.INVALID_CURRENCY),
+        (event(event_time="yesterday"), ErrorCode.INVALID_TIMESTAMP),
+        (event(event_time="2026-03-01T12:30:00"), ErrorCode.INVALID_TIMESTAMP),
+        (event(event_time="2026-02-30T12:30:00Z"), ErrorCode.INVALID_TIMESTAMP),
+        (event(event_time="2030-01-01T00:00:00Z"), ErrorCode.FUTURE_TIMESTAMP),
+        (event(event_time="1999-12-31T23:59:59Z"), ErrorCode.STALE_TIMESTAMP),
+        (event(merchant_category="casino"), ErrorCode.INVALID_CATEGORY),
+        (event(channel="fax"), ErrorCode.INVALID_CHANNEL),
+    ],
+)
+def test_contract_violations_are_rejected_with_a_code(document: dict[str, object], code: ErrorCode) -> None:
+    result = validate_record(document, now=NOW)
+    assert isinstance(result, InvalidEvent), result
+    assert result.code == code
+    assert result.message
+
+
+def test_nan_literal_in_json_text_is_a_non_finite_amount() -> None:
+    raw = encoded(example_event()).replace(b"42.5", b"NaN")
+    result = validate_bytes(raw, now=NOW)
+    assert isinstance(result, InvalidEvent)
+    assert result.code == ErrorCode.NON_FINITE_AMOUNT
+
+
+def test_spark_schema_has_every_field_in_order() -> None:
+    names = [part.split()[0] for part in spark_schema_ddl().split(", ")]
+    assert tuple(names) == FIELD_NAMES
+
+
+def test_docs_list_every_field_and_every_rejection_code() -> None:
+    docs = render_docs()
+    for name in FIELD_NAMES:
+        assert f"`{name}`" in docs
+    for code in ErrorCode:
+        assert f"`{code.value}`" in docs
+
+
+def test_committed_contract_docs_are_current() -> None:
+    committed = Path(__file__).parents[2] / "docs" / "transactions.md"
+    assert committed.read_text() == render_docs(), "run: activity schema docs --output docs/transactions.md"
