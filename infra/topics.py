@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -29,8 +31,22 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, in
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-    metadata = admin.list_topics(timeout=timeout_s)
-    return {name: len(metadata.topics[name].partitions) for name in topic_names(kafka)}
+    return _wait_for_leaders(admin, topic_names(kafka), timeout_s)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> dict[str, int]:
+    """Block until every partition of ``names`` has a leader; return partition counts."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s)
+        ready = all(
+            name in metadata.topics and metadata.topics[name].error is None
+            and all(p.leader >= 0 and p.error is None for p in metadata.topics[name].partitions.values())
+            for name in names
+        )
+        if ready or time.monotonic() > deadline:
+            return {name: len(metadata.topics[name].partitions) for name in names}
+        time.sleep(0.1)
 
 
 def topic_offsets(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> dict[int, tuple[int, int]]:
@@ -44,8 +60,27 @@ def topic_offsets(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> 
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
             raise KeyError(f"topic {topic!r} does not exist at {kafka.bootstrap}")
         return {
-            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            partition: _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             for partition in sorted(metadata.topics[topic].partitions)
         }
     finally:
         consumer.close()
+
+
+_ELECTION_ERRORS = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def _watermarks(consumer, partition, timeout_s: float) -> tuple[int, int]:  # noqa: ANN001
+    """Watermarks, retrying while a just-created partition's leader is still being elected."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0]
+            retry = error.retriable() or error.code() in _ELECTION_ERRORS
+            if not retry or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
