@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from datetime import date
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +102,29 @@ class SparkSettings(_Section):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
 
 
+class StreamingSettings(_Section):
+    """The Spark Structured Streaming job that turns transactions into feature state."""
+
+    trigger_interval_s: float = Field(default=1.0, ge=0, description="Micro-batch interval; 0 = as fast as possible.")
+    max_offsets_per_trigger: int = Field(default=500_000, ge=1_000, description="Cap on records per micro-batch.")
+    allowed_lateness_hours: float = Field(
+        default=48.0, gt=0, description="Event-time watermark delay; duplicate ids are dropped within it."
+    )
+    snapshot_every_batches: int = Field(default=25, ge=1, description="Compact the state logs this often.")
+    metrics_port: int = Field(default=19101, ge=0, le=65535, description="Prometheus /metrics; 0 = off.")
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    fail_on_data_loss: bool = True
+
+
+class FeatureStoreSettings(_Section):
+    """Feast: the repo is generated under the data directory from ``features/``."""
+
+    project: str = Field(default="customer_activity", pattern=r"^[a-z][a-z0-9_]*$")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+    state_ttl_days: int = Field(default=3650, ge=1, description="How far back the point-in-time join looks.")
+
+
 class SimulationSettings(_Section):
     """Defaults of the synthetic population; each can be overridden per command."""
 
@@ -126,6 +148,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     spark: SparkSettings = SparkSettings()
     simulation: SimulationSettings = SimulationSettings()
+    streaming: StreamingSettings = StreamingSettings()
+    feature_store: FeatureStoreSettings = FeatureStoreSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -142,7 +166,7 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
-    @cached_property
+    @property
     def home(self) -> Path:
         """The absolute data directory (created on first use)."""
         path = self.data_dir.expanduser().resolve()

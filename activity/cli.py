@@ -21,10 +21,12 @@ stack_app = typer.Typer(help="Start, stop and inspect the local stack (Kafka bro
 produce_app = typer.Typer(help="Publish transactions to Kafka.", no_args_is_help=True)
 topic_app = typer.Typer(help="Look at what is on the topics.", no_args_is_help=True)
 schema_app = typer.Typer(help="The `transactions` contract.", no_args_is_help=True)
+stream_app = typer.Typer(help="The streaming job: transactions -> Feast features.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(produce_app, name="produce")
 app.add_typer(topic_app, name="topic")
 app.add_typer(schema_app, name="schema")
+app.add_typer(stream_app, name="stream")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -247,6 +249,56 @@ def topic_tail(
                           markup=True, highlight=False, soft_wrap=True)
     except _known_errors() as exc:
         raise fail(exc) from None
+
+
+# -------------------------------------------------------------------------------------- stream
+
+
+@stream_app.command("run")
+def stream_run(
+    until_idle: Annotated[float | None, typer.Option(help="Stop once caught up and idle this many seconds.")] = None,
+) -> None:
+    """Run the Spark Structured Streaming job until Ctrl-C (restart-safe: it resumes from its checkpoint)."""
+    from streaming.runner import run_stream
+
+    cfg = settings()
+    _logging(cfg)
+    try:
+        summary = run_stream(cfg, until_idle_s=until_idle, report=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    except _known_errors() as exc:
+        raise fail(exc) from None
+    console.print(f"stopped after {summary.batches} batches, {summary.input_rows:,} records"
+                  + (" (caught up)" if summary.caught_up else ""))
+
+
+@stream_app.command("backfill")
+def stream_backfill(
+    source: Annotated[str, typer.Option(help="archive (raw archive) or kafka (topic from its start).")] = "archive",
+    reconcile: Annotated[bool, typer.Option(help="Rebuild only customers touched by late events.")] = False,
+) -> None:
+    """Rebuild the feature history in batch Spark with the stream's code (idempotent)."""
+    from streaming.backfill import run_backfill
+
+    cfg = settings()
+    _logging(cfg)
+    if source not in ("archive", "kafka"):
+        raise fail(f"--source must be archive or kafka, not {source!r}")
+    try:
+        with _progress() as progress:
+            task = progress.add_task("days rebuilt", total=None)
+            summary = run_backfill(cfg, source=source, reconcile=reconcile,
+                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
+    except (*_known_errors(), FileNotFoundError) as exc:
+        raise fail(exc) from None
+    console.print(f"rebuilt {summary.customers:,} customers from {summary.events:,} events over {summary.days} days; "
+                  f"{summary.offline_rows:,} offline rows")
+
+
+def _logging(cfg: Settings) -> None:
+    import logging
+
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 # -------------------------------------------------------------------------------------- schema

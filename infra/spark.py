@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from activity_settings import Settings
@@ -26,6 +28,9 @@ def spark_session(settings: Settings, app_name: str, extra: dict[str, str] | Non
             f"{spark_conf.version}: the Kafka connector must match Spark exactly"
         )
     jars = ",".join(str(jar) for jar in kafka_connector_jars(settings))
+    # Spark's Python workers must run this environment's interpreter (pyarrow, the platform's code).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     local_dir = settings.home / "spark" / "tmp"
     local_dir.mkdir(parents=True, exist_ok=True)
     builder = (
@@ -37,6 +42,10 @@ def spark_session(settings: Settings, app_name: str, extra: dict[str, str] | Non
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.local.dir", str(local_dir))
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.pyspark.python", sys.executable)  # workers run this environment's Python
+        .config("spark.pyspark.driver.python", sys.executable)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.warehouse.dir", str(settings.home / "spark" / "warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.home / 'spark'}")
     )

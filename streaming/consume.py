@@ -19,6 +19,13 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", errors="replace") if value is not None else None
+        return None
 
 
 def read_topic(
@@ -57,7 +64,7 @@ def read_topic(
                         continue
                     raise KafkaException(error)
                 yield Record(message.partition(), message.offset(), message.key(), message.value(),
-                             message.timestamp()[1])
+                             message.timestamp()[1], tuple(message.headers() or ()))
                 seen += 1
                 if limit is not None and seen >= limit:
                     return

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# The enumerations are the platform's vocabulary, shared with the feature definitions.
+from features.state import CHANNELS, MERCHANT_CATEGORIES
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -28,11 +31,6 @@ EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 
-MERCHANT_CATEGORIES = (
-    "grocery", "restaurants", "fuel", "retail", "travel",
-    "entertainment", "utilities", "health", "online_services", "other",
-)
-CHANNELS = ("in_store", "online", "mobile", "atm", "other")
 
 
 class ErrorCode(StrEnum):
@@ -87,6 +85,8 @@ FIELDS: tuple[Field, ...] = (
 )
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 _FIELD_SET = frozenset(FIELD_NAMES)
+_CATEGORY_SET = frozenset(MERCHANT_CATEGORIES)
+_CHANNEL_SET = frozenset(CHANNELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,34 +141,36 @@ def parse_event_time(text: str) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-def validate_bytes(raw: bytes | None, now: datetime | None = None) -> Transaction | InvalidEvent:
-    """Validate one Kafka message value."""
+def decode_value(raw: bytes | None) -> Any:
+    """Bytes -> JSON document, or the ``InvalidEvent`` saying why it is not one."""
     if raw is None:
         return InvalidEvent(ErrorCode.NOT_AN_OBJECT, "empty message value")
     if len(raw) > MAX_PAYLOAD_BYTES:
-        return InvalidEvent(ErrorCode.PAYLOAD_TOO_LARGE,
-                            f"{len(raw)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+        return InvalidEvent(ErrorCode.PAYLOAD_TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # the slow path below says precisely what is wrong
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return InvalidEvent(ErrorCode.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        document = json.loads(text)
+        return json.loads(text)  # accepts NaN/Infinity, which the amount rule then names
     except ValueError as exc:
         return InvalidEvent(ErrorCode.INVALID_JSON, f"not JSON: {exc}")
-    return validate_record(document, now)
 
 
-def validate_record(document: Any, now: datetime | None = None) -> Transaction | InvalidEvent:
-    """Validate a decoded JSON document against the contract."""
-    if not isinstance(document, Mapping):
-        return InvalidEvent(ErrorCode.NOT_AN_OBJECT, f"expected a JSON object, got {type(document).__name__}")
-    missing = [name for name in FIELD_NAMES if name not in document]
-    if missing:
-        return InvalidEvent(ErrorCode.MISSING_FIELD, "missing field(s): " + ", ".join(missing))
-    unknown = sorted(set(document) - _FIELD_SET)
-    if unknown:
-        return InvalidEvent(ErrorCode.UNKNOWN_FIELD, "unknown field(s): " + ", ".join(unknown))
+def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
+    """The first broken rule, or the event time (UTC) of a valid event."""
+    if not isinstance(document, dict):
+        return InvalidEvent(ErrorCode.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type_name(document)}")
+    if document.keys() != _FIELD_SET:
+        missing = [name for name in FIELD_NAMES if name not in document]
+        if missing:
+            return InvalidEvent(ErrorCode.MISSING_FIELD, "missing field(s): " + ", ".join(missing))
+        unknown = sorted(str(name) for name in set(document) - _FIELD_SET)
+        return InvalidEvent(ErrorCode.UNKNOWN_FIELD, "unknown field(s): " + ", ".join(unknown)[:200])
     for field in FIELDS:
         value = document[field.name]
         if not _has_json_type(value, field.json_type):
@@ -180,7 +182,7 @@ def validate_record(document: Any, now: datetime | None = None) -> Transaction |
     for name in ("transaction_id", "customer_id", "merchant_id"):
         if not ID_PATTERN.match(document[name]):
             return InvalidEvent(ErrorCode.INVALID_ID, f"{name} {document[name][:80]!r} is not a valid id")
-    amount = float(document["amount"])
+    amount = document["amount"]
     if not math.isfinite(amount):
         return InvalidEvent(ErrorCode.NON_FINITE_AMOUNT, f"amount {amount} is not finite")
     if amount <= 0:
@@ -193,26 +195,41 @@ def validate_record(document: Any, now: datetime | None = None) -> Transaction |
     if moment is None:
         return InvalidEvent(ErrorCode.INVALID_TIMESTAMP,
                             f"event_time {document['event_time'][:60]!r} is not ISO 8601 with an offset")
-    current = now or datetime.now(UTC)
-    if moment > current + MAX_FUTURE:
+    if moment > now + MAX_FUTURE:
         return InvalidEvent(ErrorCode.FUTURE_TIMESTAMP, f"event_time {format_event_time(moment)} is in the future")
     if moment < EARLIEST_EVENT_TIME:
         return InvalidEvent(ErrorCode.STALE_TIMESTAMP, f"event_time {format_event_time(moment)} is too old")
-    if document["merchant_category"] not in MERCHANT_CATEGORIES:
+    if document["merchant_category"] not in _CATEGORY_SET:
         return InvalidEvent(ErrorCode.INVALID_CATEGORY,
                             f"merchant_category {document['merchant_category'][:40]!r} is unknown")
-    if document["channel"] not in CHANNELS:
+    if document["channel"] not in _CHANNEL_SET:
         return InvalidEvent(ErrorCode.INVALID_CHANNEL, f"channel {document['channel'][:40]!r} is unknown")
+    return moment
+
+
+def validate_bytes(raw: bytes | None, now: datetime | None = None) -> Transaction | InvalidEvent:
+    """Validate one Kafka message value."""
+    document = decode_value(raw)
+    if isinstance(document, InvalidEvent):
+        return document
+    return validate_record(document, now)
+
+
+def validate_record(document: Any, now: datetime | None = None) -> Transaction | InvalidEvent:
+    """Validate a decoded JSON document against the contract."""
+    checked = check_document(document, now or datetime.now(UTC))
+    if isinstance(checked, InvalidEvent):
+        return checked
     return Transaction(
         transaction_id=document["transaction_id"],
         customer_id=document["customer_id"],
-        amount=amount,
+        amount=float(document["amount"]),
         currency=document["currency"],
-        event_time=moment,
+        event_time=checked,
         merchant_id=document["merchant_id"],
         merchant_category=document["merchant_category"],
         channel=document["channel"],
-        schema_version=version,
+        schema_version=document["schema_version"],
     )
 
 

@@ -9,6 +9,7 @@ day are Poisson draws from it. Everything derives from the seed: the population 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -69,6 +70,13 @@ class Population:
     category_cum: np.ndarray  # (n, categories) cumulative probabilities
     channel_cum: np.ndarray  # (n, channels) cumulative probabilities
     favourite_merchant: np.ndarray  # per customer offset into each category's merchant pool
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Short id of the population's parameters: the same population re-sent has the same
+        transaction ids (so duplicates are recognized), another population never collides."""
+        key = f"{self.seed}|{self.size}|{self.start}|{self.base_rate.sum():.9g}"
+        return hashlib.sha1(key.encode()).hexdigest()[:8]
 
     @cached_property
     def customer_id_array(self) -> pa.Array:
@@ -176,7 +184,7 @@ def day_events(population: Population, day: int) -> pa.Table:
     sequence = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 7, "0")
     return pa.table({
         "schema_version": pa.array(np.full(n, SCHEMA_VERSION, dtype=np.int32)),
-        "transaction_id": pc.binary_join_element_wise(f"t{population.seed}-{day:05d}-", sequence, ""),
+        "transaction_id": pc.binary_join_element_wise(f"t{population.fingerprint}-{day_start:%Y%m%d}-", sequence, ""),
         "customer_id": population.customer_id_array.take(rows),
         "amount": pa.array(amount),
         "currency": pa.array(np.full(n, CURRENCY)),

@@ -1,0 +1,145 @@
+"""The feature store under the data directory: create and apply the repo, write states, read features.
+
+Writes bypass Feast's DataFrame conversion (the slow part for a binary feature) but go through
+Feast's own provider for the online store and Feast's own offline layout (parquet files in the
+source's directory), so everything Feast reads is what Feast itself would have written.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from activity_settings import Settings
+from features.repo import DEFINITIONS, FEATURE_SERVICE, OFFLINE_DIR, STATE_VIEW
+from features.state import CREATED_TIMESTAMP, ENTITY_KEY, EVENT_TIMESTAMP, STATE_FEATURE
+from features.transform import AS_OF, FEATURE_NAMES
+
+STATE_SCHEMA = pa.schema([
+    (ENTITY_KEY, pa.string()),
+    (EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+    (CREATED_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+    (STATE_FEATURE, pa.binary()),
+])
+EMPTY_FILE = "0000-empty.parquet"  # keeps the source readable until the first write
+
+warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+logging.getLogger("feast").setLevel(logging.WARNING)
+
+
+def repo_dir(settings: Settings) -> Path:
+    return settings.home / "feature_store"
+
+
+def feature_store_yaml(settings: Settings) -> str:
+    fs = settings.feature_store
+    if fs.online_store == "redis":
+        online = f"online_store:\n  type: redis\n  connection_string: \"{fs.redis_connection_string}\"\n"
+    else:
+        online = "online_store:\n  type: sqlite\n  path: data/online_store.db\n"
+    return (
+        f"project: {fs.project}\n"
+        "registry: data/registry.db\n"
+        "provider: local\n"
+        f"{online}"
+        "offline_store:\n  type: file\n"
+        "entity_key_serialization_version: 3\n"
+    )
+
+
+def open_feature_store(settings: Settings):  # noqa: ANN201 - feast.FeatureStore, imported lazily
+    """The Feast store under the data directory, created and applied if needed."""
+    from feast import FeatureStore
+
+    root = repo_dir(settings)
+    offline = root / OFFLINE_DIR
+    offline.mkdir(parents=True, exist_ok=True)
+    config = root / "feature_store.yaml"
+    wanted = feature_store_yaml(settings)
+    if not config.is_file() or config.read_text() != wanted:
+        config.write_text(wanted)
+    if not any(offline.glob("*.parquet")):
+        pq.write_table(STATE_SCHEMA.empty_table(), offline / EMPTY_FILE)
+    store = FeatureStore(repo_path=str(root))
+    store.apply(DEFINITIONS)
+    return store
+
+
+@dataclass
+class FeatureWriter:
+    """Writes state rows (``ENTITY_KEY, EVENT_TIMESTAMP, CREATED_TIMESTAMP, STATE_FEATURE``)."""
+
+    store: object  # feast.FeatureStore
+    offline_dir: Path
+
+    @classmethod
+    def open(cls, settings: Settings) -> FeatureWriter:
+        return cls(open_feature_store(settings), repo_dir(settings) / OFFLINE_DIR)
+
+    def write(self, states: pd.DataFrame, batch_id: int, genesis: pd.DataFrame | None = None) -> None:
+        """One micro-batch: offline first (a file named by the batch, so a re-run replaces it), then online.
+
+        ``genesis`` rows (empty states at 1970-01-01 for new customers) go offline only.
+        """
+        if states.empty:
+            return
+        offline = states if genesis is None or genesis.empty else pd.concat([genesis, states], ignore_index=True)
+        self.write_offline(offline, name=f"stream-{batch_id:012d}")
+        self.write_online(states)
+
+    def write_offline(self, states: pd.DataFrame, name: str) -> Path:
+        target = self.offline_dir / f"{name}.parquet"
+        temporary = target.with_suffix(".tmp")
+        table = pa.Table.from_pandas(states[list(STATE_SCHEMA.names)], schema=STATE_SCHEMA, preserve_index=False)
+        pq.write_table(table, temporary, compression="zstd", row_group_size=50_000)
+        temporary.replace(target)
+        (self.offline_dir / EMPTY_FILE).unlink(missing_ok=True)  # an empty partition upsets dask's sort
+        return target
+
+    def write_online(self, states: pd.DataFrame) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        view = self.store.get_feature_view(STATE_VIEW)
+        provider = self.store._get_provider()  # noqa: SLF001 - Feast's own write path, minus DataFrame conversion
+        event_times = [moment.to_pydatetime() for moment in pd.to_datetime(states[EVENT_TIMESTAMP], utc=True)]
+        created = datetime.now(UTC)
+        rows = [
+            (EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)]),
+             {STATE_FEATURE: Value(bytes_val=state)}, event_time, created)
+            for customer, state, event_time in zip(states[ENTITY_KEY], states[STATE_FEATURE], event_times,
+                                                    strict=True)
+        ]
+        provider.online_write_batch(self.store.config, view, rows, None)
+
+    def remove_offline(self, prefix: str, keep: str | None = None) -> None:
+        for path in self.offline_dir.glob(f"{prefix}*.parquet"):
+            if path.stem != keep:
+                path.unlink()
+
+
+def online_features(store, customer_ids: Sequence[str], as_of_s: Sequence[int]) -> pd.DataFrame:  # noqa: ANN001
+    """Features for serving: the online state through the same transform."""
+    rows = [{ENTITY_KEY: cid, AS_OF: int(t)} for cid, t in zip(customer_ids, as_of_s, strict=True)]
+    result = store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
+                                       entity_rows=rows).to_dict()
+    return pd.DataFrame({ENTITY_KEY: result[ENTITY_KEY], **{name: result[name] for name in FEATURE_NAMES}})
+
+
+def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa: ANN001
+    """Point-in-time correct features for (customer_id, event_timestamp) rows, as of each row's time."""
+    frame = entities.copy()
+    frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
+    epoch = pd.Timestamp(0, tz="UTC")
+    frame[AS_OF] = ((frame[EVENT_TIMESTAMP] - epoch) // pd.Timedelta(seconds=1)).astype("int64")
+    job = store.get_historical_features(entity_df=frame, features=store.get_feature_service(FEATURE_SERVICE))
+    result = job.to_df()
+    return result.drop(columns=[c for c in (STATE_FEATURE,) if c in result.columns])

@@ -1,0 +1,191 @@
+"""Per-customer day-indexed history, merged from daily partial aggregates, exported as state rows.
+
+The streaming job and the backfill both feed Spark's per-(customer, day) partial aggregates
+through ``ActivityHistory.merge`` and write ``ActivityHistory.export`` rows to Feast: one code
+path, so a restarted stream and a batch rebuild produce the same state. Each customer keeps a
+ring of ``HISTORY_DAYS`` daily slots ending on the day of their latest transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.state import (
+    CHANNELS,
+    CREATED_TIMESTAMP,
+    DAILY_COUNTS,
+    ENTITY_KEY,
+    EVENT_TIMESTAMP,
+    HISTORY_DAYS,
+    MERCHANT_CATEGORIES,
+    NEVER,
+    STATE_DTYPE,
+    STATE_FEATURE,
+    STATE_VERSION,
+    empty_states,
+    encode_states,
+)
+
+N = HISTORY_DAYS
+_UNSET_FIRST = np.iinfo(np.int64).max
+INT_PARTS = ("count", "night", *(f"ch_{channel}" for channel in CHANNELS))  # partial columns, in order
+assert len(INT_PARTS) == len(DAILY_COUNTS)
+PARTIAL_COLUMNS = (
+    ENTITY_KEY, "day", *INT_PARTS, "spend", "max_amount", "category_mask", "merchant_bits", "first_s", "last_s",
+)
+
+
+GENESIS = pd.Timestamp(0, tz="UTC")
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    changed: np.ndarray  # row numbers of customers whose state changed
+    new: np.ndarray  # row numbers of customers seen for the first time
+    too_late: pd.DataFrame  # (customer_id, day) partials older than the customer's history
+
+
+class ActivityHistory:
+    """Growable, vectorized store of every customer's last ``HISTORY_DAYS`` of activity."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.index: dict[str, int] = {}
+        self.customer_ids: list[str] = []
+        self.end_day = np.full(capacity, NEVER, dtype=np.int64)
+        self.first_day = np.full(capacity, _UNSET_FIRST, dtype=np.int64)
+        self.last_event_s = np.full(capacity, -np.inf)
+        self.total_count = np.zeros(capacity, dtype=np.int64)
+        self.ints = np.zeros((capacity, len(INT_PARTS), N), dtype=np.int32)
+        self.spend = np.zeros((capacity, N))
+        self.max_amount = np.zeros((capacity, N))
+        self.category_last = np.full((capacity, len(MERCHANT_CATEGORIES)), NEVER, dtype=np.int64)
+        self.merchant_bits = np.zeros((capacity, N), dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return len(self.customer_ids)
+
+    def _rows(self, customer_ids: np.ndarray) -> np.ndarray:
+        """Row numbers for ``customer_ids``, adding new customers."""
+        index = self.index
+        rows = np.fromiter((index.get(cid, -1) for cid in customer_ids), dtype=np.int64, count=len(customer_ids))
+        if (rows < 0).any():
+            for cid in pd.unique(customer_ids[rows < 0]):
+                index[cid] = len(self.customer_ids)
+                self.customer_ids.append(cid)
+            self._grow(len(self.customer_ids))
+            rows = np.fromiter((index[cid] for cid in customer_ids), dtype=np.int64, count=len(customer_ids))
+        return rows
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self.end_day)
+        if needed <= capacity:
+            return
+        new = max(needed, capacity * 2)
+
+        def grown(array: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full((new, *array.shape[1:]), fill, dtype=array.dtype)
+            out[:capacity] = array
+            return out
+
+        self.end_day, self.first_day = grown(self.end_day, NEVER), grown(self.first_day, _UNSET_FIRST)
+        self.last_event_s, self.total_count = grown(self.last_event_s, -np.inf), grown(self.total_count, 0)
+        self.ints, self.spend, self.max_amount = grown(self.ints, 0), grown(self.spend, 0), grown(self.max_amount, 0)
+        self.category_last = grown(self.category_last, NEVER)
+        self.merchant_bits = grown(self.merchant_bits, 0)
+
+    def merge(self, partials: pd.DataFrame) -> MergeResult:
+        """Add daily partial aggregates (unique per customer and day) into the history."""
+        if partials.empty:
+            none = np.empty(0, dtype=np.int64)
+            return MergeResult(none, none, partials.iloc[:0][[ENTITY_KEY, "day"]])
+        known = self.size
+        rows = self._rows(partials[ENTITY_KEY].to_numpy(dtype=object))
+        day = partials["day"].to_numpy(dtype=np.int64)
+        changed = np.unique(rows)
+        latest = self.end_day.copy()
+        np.maximum.at(latest, rows, day)
+        self._advance(changed, latest[changed])
+
+        fits = day > self.end_day[rows] - N
+        r, slot = rows[fits], day[fits] % N
+        for k, name in enumerate(INT_PARTS):
+            self.ints[r, k, slot] += partials[name].to_numpy(dtype=np.int32)[fits]
+        self.spend[r, slot] += partials["spend"].to_numpy(dtype=np.float64)[fits]
+        self.merchant_bits[r, slot] |= partials["merchant_bits"].to_numpy(dtype=np.int64)[fits]
+        self.max_amount[r, slot] = np.maximum(self.max_amount[r, slot],
+                                              partials["max_amount"].to_numpy(dtype=np.float64)[fits])
+        np.minimum.at(self.first_day, rows, day)
+        np.maximum.at(self.last_event_s, rows, partials["last_s"].to_numpy(dtype=np.float64))
+        np.add.at(self.total_count, rows, partials["count"].to_numpy(dtype=np.int64))
+        mask = partials["category_mask"].to_numpy(dtype=np.int64)
+        for k in range(len(MERCHANT_CATEGORIES)):
+            has = (mask >> k) & 1 == 1
+            np.maximum.at(self.category_last[:, k], rows[has], day[has])
+        late = partials.loc[~fits, [ENTITY_KEY, "day"]].reset_index(drop=True)
+        return MergeResult(changed, np.arange(known, self.size), late)
+
+    def _advance(self, rows: np.ndarray, new_end: np.ndarray) -> None:
+        """Move each customer's window to end on ``new_end``, clearing slots that fall out."""
+        old_end = self.end_day[rows]
+        moving = new_end > old_end
+        rows, old_end, new_end = rows[moving], old_end[moving], new_end[moving]
+        if len(rows) == 0:
+            return
+        slots = np.arange(N)[None, :]
+        slot_day = old_end[:, None] - ((old_end[:, None] - slots) % N)  # the day each slot held
+        stale = slot_day <= (new_end - N)[:, None]
+        self.ints[rows] = np.where(stale[:, None, :], 0, self.ints[rows])
+        self.spend[rows] = np.where(stale, 0.0, self.spend[rows])
+        self.max_amount[rows] = np.where(stale, 0.0, self.max_amount[rows])
+        self.merchant_bits[rows] = np.where(stale, 0, self.merchant_bits[rows])
+        self.end_day[rows] = new_end
+
+    def rows_of(self, customer_ids: list[str]) -> np.ndarray:
+        return np.array([self.index[cid] for cid in customer_ids], dtype=np.int64)
+
+    def states(self, rows: np.ndarray) -> np.ndarray:
+        """``STATE_DTYPE`` records of customers ``rows``: daily arrays oldest first, ending on end_day."""
+        rows = np.asarray(rows, dtype=np.int64)
+        end = self.end_day[rows]
+        order = (end[:, None] - N + 1 + np.arange(N)[None, :]) % N  # the slot of each day, oldest first
+        states = np.zeros(len(rows), dtype=STATE_DTYPE)
+        states["version"] = STATE_VERSION
+        states["end_day"] = end
+        states["first_day"] = self.first_day[rows]
+        states["total_count"] = self.total_count[rows]
+        states["last_event_s"] = self.last_event_s[rows]
+        states["daily_counts"] = np.take_along_axis(self.ints[rows], order[:, None, :], axis=2)
+        states["daily_spend"] = np.take_along_axis(self.spend[rows], order, axis=1)
+        states["daily_max"] = np.take_along_axis(self.max_amount[rows], order, axis=1)
+        states["category_last_day"] = self.category_last[rows]
+        states["daily_merchant_bits"] = np.take_along_axis(self.merchant_bits[rows], order, axis=1)
+        return states
+
+    def genesis(self, rows: np.ndarray) -> pd.DataFrame:
+        """An empty state at 1970-01-01 for newly seen customers.
+
+        Feast's file offline store drops an entity row whose customer has state rows but none
+        at or before the row's time; with this row it gets the cold-start state instead.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        return pd.DataFrame({
+            ENTITY_KEY: [self.customer_ids[r] for r in rows.tolist()],
+            EVENT_TIMESTAMP: GENESIS,
+            CREATED_TIMESTAMP: GENESIS,
+            STATE_FEATURE: encode_states(empty_states(len(rows))),
+        })
+
+    def export(self, rows: np.ndarray, created: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Rows of the Feast feature view for customers ``rows``: key, timestamps, packed state."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return pd.DataFrame({
+            ENTITY_KEY: [self.customer_ids[r] for r in rows.tolist()],
+            EVENT_TIMESTAMP: pd.to_datetime(np.round(self.last_event_s[rows] * 1e6).astype(np.int64), unit="us",
+                                            utc=True),
+            CREATED_TIMESTAMP: created if created is not None else pd.Timestamp.now(tz="UTC"),
+            STATE_FEATURE: encode_states(self.states(rows)),
+        })

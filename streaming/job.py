@@ -1,0 +1,280 @@
+"""`activity stream run`: Kafka `transactions` -> validated, deduplicated daily history -> Feast.
+
+One Structured Streaming query reads the topic; each micro-batch (``MicroBatch.process``):
+
+1. parses and validates every record with the contract's validator (in Spark's Python workers);
+2. decides duplicates and late events against the driver-side ``StreamState`` and logs them;
+3. aggregates accepted events per (customer, day) in Spark and merges them into the history;
+4. writes rejects to `transactions.dlq`, accepted events to the raw archive, and the changed
+   customers' state to Feast online and offline — all idempotent per batch id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from activity_settings import Settings
+from features.store import FeatureWriter
+from streaming import metrics
+from streaming.aggregate import daily_partials, event_day
+from streaming.history import PARTIAL_COLUMNS
+from streaming.parse import PARSED_DDL, parse_records
+from streaming.schema import ErrorCode
+from streaming.stream_state import SECONDS_PER_DAY, BatchLog, StreamState
+
+log = logging.getLogger("activity.stream")
+
+ARCHIVE_COLUMNS = ("transaction_id", "customer_id", "amount", "currency", "event_time", "merchant_id",
+                   "merchant_category", "channel", "partition", "offset")
+
+
+@dataclass(frozen=True)
+class StreamPaths:
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> StreamPaths:
+        return cls(settings.home / "stream")
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def dlq_markers(self) -> Path:
+        return self.root / "dlq-sent"
+
+    @property
+    def late(self) -> Path:
+        return self.root / "late"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.jsonl"
+
+
+def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
+    kafka, stream = settings.kafka, settings.streaming
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka.bootstrap)
+        .option("subscribe", kafka.topics.transactions)
+        .option("startingOffsets", stream.starting_offsets)
+        .option("maxOffsetsPerTrigger", stream.max_offsets_per_trigger)
+        .option("failOnDataLoss", str(stream.fail_on_data_loss).lower())
+    )
+    for key, value in spark_kafka_options(settings).items():
+        reader = reader.option(key, value)
+    return reader.load()
+
+
+def spark_kafka_options(settings: Settings) -> dict[str, str]:
+    """Security settings for Spark's Kafka clients (the Java client's property names)."""
+    kafka = settings.kafka
+    options = {"kafka.security.protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if kafka.sasl_mechanism == "PLAIN"
+                  else "org.apache.kafka.common.security.scram.ScramLoginModule")
+        options["kafka.sasl.mechanism"] = kafka.sasl_mechanism
+        options["kafka.sasl.jaas.config"] = (
+            f'{module} required username="{kafka.sasl_username}" password="{kafka.sasl_password}";'
+        )
+    if kafka.ssl_ca_location:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = str(kafka.ssl_ca_location)
+    return options
+
+
+def parse(raw: DataFrame) -> DataFrame:
+    """Raw Kafka rows -> validated rows (``streaming.parse.PARSED_DDL``)."""
+    return raw.select("topic", "partition", "offset", "key", "value").mapInArrow(parse_records, PARSED_DDL)
+
+
+@dataclass
+class MicroBatch:
+    """The foreachBatch handler; owns the driver-side state between batches."""
+
+    settings: Settings
+    spark: SparkSession
+    writer: FeatureWriter
+    paths: StreamPaths
+    state: StreamState = field(init=False)
+
+    def __post_init__(self) -> None:
+        lateness = self.settings.streaming.allowed_lateness_hours * 3600
+        self.state = StreamState.recover(self.paths.state, lateness)
+        log.info("recovered stream state through batch %s (%s customers)", self.state.applied_batch,
+                 self.state.history.size)
+
+    def process(self, raw: DataFrame, batch_id: int) -> None:
+        started = time.time()
+        parsed = parse(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            figures = self._process(parsed, batch_id, started)
+        finally:
+            parsed.unpersist()
+        figures["duration_s"] = time.time() - started
+        metrics.record_batch(figures)
+        with self.paths.progress.open("a") as handle:
+            handle.write(json.dumps(figures) + "\n")
+
+    def _process(self, parsed: DataFrame, batch_id: int, started: float) -> dict[str, float]:
+        phases: dict[str, float] = {}
+        clock = [time.time()]
+
+        def lap(name: str) -> None:
+            now = time.time()
+            phases[name] = round(now - clock[0], 3)
+            clock[0] = now
+
+        valid = parsed.where(F.col("error_code").isNull())
+        replay = batch_id <= self.state.applied_batch
+        batch_log = self.state.read_log(batch_id) if replay else None
+        if batch_log is None:
+            batch_log = self._decide(valid, batch_id, lap)
+            self.state.write_log(batch_log)
+            merged = self.state.apply(batch_log)
+            lap("log_and_merge")
+            changed, too_late = merged.changed, len(merged.too_late)
+            self._record_late(batch_log, batch_id)
+        else:  # a re-run after a crash: the decisions are in the log and already applied
+            changed = self.state.history.rows_of(pd.unique(batch_log.partials["customer_id"]).tolist())
+            too_late = 0
+        rejected = self._send_dead_letters(parsed, batch_log, batch_id)
+        lap("dead_letters")
+        accepted = self._accepted(valid, batch_log.duplicates)
+        self._archive(accepted, batch_id)
+        lap("archive")
+        history = self.state.history
+        genesis = history.genesis(history.rows_of(batch_log.new["customer_id"].tolist()))
+        states = history.export(changed)
+        lap("export")
+        self.writer.write(states, batch_id, genesis)
+        lap("feast_write")
+        written = time.time()
+        if (batch_id + 1) % self.settings.streaming.snapshot_every_batches == 0:
+            self.state.snapshot()
+        meta = batch_log.meta
+        return {
+            "batch_id": batch_id, "started": started, "written_at": written, "replayed": replay,
+            "valid": meta["valid"], "rejected": rejected, "duplicates": meta["duplicates"], "late": meta["late"],
+            "too_late": too_late, "customers": len(changed), "max_event_s": meta["max_event_s"],
+            "watermark_s": meta["watermark_s"], **_freshness(meta, written), "phases": phases,
+        }
+
+    def _decide(self, valid: DataFrame, batch_id: int, lap: Callable[[str], None]) -> BatchLog:
+        """Classify duplicates and late rows, aggregate the rest: the batch's logged decisions."""
+        keys = (valid.select("partition", "offset", "transaction_id", "customer_id",
+                             (F.unix_micros("event_time") / 1e6).alias("event_s"))
+                .toPandas().sort_values(["partition", "offset"], kind="stable").reset_index(drop=True))
+        lap("parse_and_collect_keys")
+        ids = keys["transaction_id"].to_numpy(dtype=object)
+        event_s = keys["event_s"].to_numpy(dtype=np.float64)
+        verdict = self.state.classify(ids, event_s)
+        duplicates = keys.loc[verdict.duplicate, ["partition", "offset", "transaction_id"]].reset_index(drop=True)
+        accepted = keys.loc[~verdict.duplicate]
+        partials = (daily_partials(self._accepted(valid, duplicates)).toPandas()
+                    if len(accepted) else pd.DataFrame(columns=list(PARTIAL_COLUMNS)))
+        lap("aggregate")
+        late_rows = keys.loc[verdict.late & ~verdict.duplicate]
+        late = pd.DataFrame({"customer_id": late_rows["customer_id"],
+                             "day": (late_rows["event_s"] // SECONDS_PER_DAY).astype("int64")}).drop_duplicates()
+        accepted_s = accepted["event_s"].to_numpy()
+        max_event = float(accepted_s.max()) if len(accepted_s) else float("-inf")
+        meta = {
+            "valid": int(len(keys)), "duplicates": int(verdict.duplicate.sum()),
+            "late": int((verdict.late & ~verdict.duplicate).sum()),
+            "max_event_s": max(max_event, self.state.max_event_s), "watermark_s": self.state.watermark_s,
+            "freshness_p50_s": _age_percentile(accepted_s, 50), "freshness_p99_s": _age_percentile(accepted_s, 99),
+        }
+        index = self.state.history.index
+        customers = pd.unique(partials["customer_id"]) if len(partials) else []
+        new = pd.DataFrame({"customer_id": [cid for cid in customers if cid not in index]}, dtype=object)
+        return BatchLog(batch_id=batch_id, duplicates=duplicates, new=new,
+                        accepted=pd.DataFrame({"transaction_id": accepted["transaction_id"],
+                                               "day": (accepted["event_s"] // SECONDS_PER_DAY).astype("int64")}),
+                        partials=partials, late=late, meta=meta)
+
+    def _record_late(self, batch_log: BatchLog, batch_id: int) -> None:
+        """Keep the (customer, day) pairs touched by late events for `stream backfill --reconcile`."""
+        if batch_log.late.empty:
+            return
+        self.paths.late.mkdir(parents=True, exist_ok=True)
+        batch_log.late.to_parquet(self.paths.late / f"batch={batch_id:012d}.parquet", index=False)
+
+    def _accepted(self, valid: DataFrame, duplicates: pd.DataFrame) -> DataFrame:
+        if duplicates.empty:
+            return valid
+        drop = self.spark.createDataFrame(duplicates[["partition", "offset"]].astype({"partition": "int32"}))
+        return valid.join(F.broadcast(drop), ["partition", "offset"], "left_anti")
+
+    def _send_dead_letters(self, parsed: DataFrame, batch_log: BatchLog, batch_id: int) -> int:
+        """Rejects and duplicates to the DLQ with their reason and source offset (once per batch)."""
+        marker = self.paths.dlq_markers / f"{batch_id:012d}"
+        invalid = parsed.where(F.col("error_code").isNotNull())
+        if not batch_log.duplicates.empty:
+            dupes = self.spark.createDataFrame(batch_log.duplicates[["partition", "offset"]]
+                                               .astype({"partition": "int32"}))
+            duplicate_rows = (parsed.join(F.broadcast(dupes), ["partition", "offset"])
+                              .withColumn("error_code", F.lit(ErrorCode.DUPLICATE_TRANSACTION.value))
+                              .withColumn("error_message", F.concat(F.lit("transaction_id "), F.col("transaction_id"),
+                                                                    F.lit(" was already accepted"))))
+            invalid = invalid.unionByName(duplicate_rows.select(*invalid.columns))
+        if marker.exists():
+            return int(marker.read_text() or 0)
+        dead = invalid.select(
+            F.col("key"),
+            F.col("value"),
+            F.array(
+                *(F.struct(F.lit(name).alias("key"), F.col(column).cast("string").cast("binary").alias("value"))
+                  for name, column in (("source_topic", "topic"), ("source_partition", "partition"),
+                                       ("source_offset", "offset"), ("error_code", "error_code"),
+                                       ("error_message", "error_message")))
+            ).alias("headers"),
+        ).persist()
+        count = dead.count()
+        if count:
+            writer = dead.write.format("kafka").option("kafka.bootstrap.servers", self.settings.kafka.bootstrap)
+            for key, value in spark_kafka_options(self.settings).items():
+                writer = writer.option(key, value)
+            writer.option("topic", self.settings.kafka.topics.dlq).save()
+        dead.unpersist()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(count))
+        return count
+
+    def _archive(self, accepted: DataFrame, batch_id: int) -> None:
+        """Every accepted event, as parquet partitioned by day; a re-run overwrites its own batch."""
+        target = self.paths.archive / f"batch={batch_id:012d}"
+        (accepted.select(*ARCHIVE_COLUMNS).withColumn("day", event_day())
+         .write.mode("overwrite").partitionBy("day").parquet(str(target)))
+
+
+def _age_percentile(event_s: np.ndarray, q: float) -> float | None:
+    return None if len(event_s) == 0 else float(np.percentile(event_s, 100 - q))
+
+
+def _freshness(meta: dict[str, float], written: float) -> dict[str, float | None]:
+    """Event time -> online write, for the batch's median and 99th-percentile event."""
+    p50, p99 = meta.get("freshness_p50_s"), meta.get("freshness_p99_s")
+    return {"freshness_p50_s": None if p50 is None else written - p50,
+            "freshness_p99_s": None if p99 is None else written - p99}

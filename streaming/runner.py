@@ -1,0 +1,111 @@
+"""Start, watch and stop the streaming query (`activity stream run`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from activity_settings import Settings
+from features.store import FeatureWriter
+from infra.spark import spark_session
+from infra.topics import topic_offsets
+from streaming import metrics
+from streaming.job import MicroBatch, StreamPaths, read_kafka
+
+log = logging.getLogger("activity.stream")
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    batches: int
+    input_rows: int
+    caught_up: bool
+
+
+def _committed_offsets(progress: dict | None) -> dict[int, int] | None:
+    if not progress or not progress.get("sources"):
+        return None
+    end = progress["sources"][0].get("endOffset")
+    if isinstance(end, str):
+        end = json.loads(end)
+    if not end:
+        return None
+    (partitions,) = end.values()
+    return {int(partition): int(offset) for partition, offset in partitions.items()}
+
+
+def caught_up(settings: Settings, progress: dict | None) -> bool:
+    """True when the query has processed everything that is on the topic now."""
+    committed = _committed_offsets(progress)
+    if committed is None:
+        return False
+    latest = topic_offsets(settings.kafka, settings.kafka.topics.transactions)
+    return all(committed.get(partition, low) >= high for partition, (low, high) in latest.items())
+
+
+def run_stream(
+    settings: Settings,
+    *,
+    until_idle_s: float | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> StreamSummary:
+    """Run until stopped (SIGINT/SIGTERM), or, with ``until_idle_s``, until caught up and idle that long."""
+    paths = StreamPaths.of(settings)
+    for directory in (paths.checkpoint, paths.state, paths.archive):
+        directory.mkdir(parents=True, exist_ok=True)
+    if settings.streaming.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.streaming.metrics_port, addr="127.0.0.1")
+        report(f"metrics on http://127.0.0.1:{settings.streaming.metrics_port}/metrics")
+    spark = spark_session(settings, "activity-stream")
+    writer = FeatureWriter.open(settings)
+    handler = MicroBatch(settings, spark, writer, paths)
+    interval = settings.streaming.trigger_interval_s
+    query = (
+        read_kafka(spark, settings).writeStream.queryName("activity_features")
+        .foreachBatch(handler.process)
+        .option("checkpointLocation", str(paths.checkpoint))
+        .trigger(processingTime=f"{interval} seconds")
+        .start()
+    )
+    report(f"streaming {settings.kafka.topics.transactions} from {settings.kafka.bootstrap} "
+           f"(checkpoint {paths.checkpoint})")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    batches = rows = 0
+    last_id = -1
+    idle_since: float | None = None
+    try:
+        while not stop.is_set() and query.isActive:
+            time.sleep(0.5)
+            for progress in query.recentProgress:
+                if progress["batchId"] > last_id:
+                    last_id = progress["batchId"]
+                    metrics.record_progress(progress)
+                    batches += 1
+                    rows += progress.get("numInputRows", 0)
+                    if progress.get("numInputRows"):
+                        report(f"batch {progress['batchId']}: {progress['numInputRows']:,} records, "
+                               f"{progress.get('processedRowsPerSecond') or 0:,.0f}/s")
+            if until_idle_s is not None:
+                if caught_up(settings, query.lastProgress):
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= until_idle_s:
+                        break
+                else:
+                    idle_since = None
+        error = query.exception()
+        if error is not None:
+            raise RuntimeError(f"the streaming query failed: {error}")
+        done = until_idle_s is not None and idle_since is not None
+    finally:
+        query.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return StreamSummary(batches=batches, input_rows=rows, caught_up=done)

@@ -1,0 +1,136 @@
+"""The streaming job's durable driver-side state: history, duplicate index and watermark.
+
+Every micro-batch's decisions (which rows were duplicates, the partial aggregates it added)
+are written to a batch log *before* they are applied or sent anywhere. Spark re-runs an
+unfinished batch with the same offsets after a crash, so a re-run finds its log, applies
+nothing twice and repeats only the idempotent writes. Logs are compacted into a snapshot
+every few batches. Together with Spark's checkpoint this makes a kill -9 harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streaming.history import ActivityHistory, MergeResult
+
+SECONDS_PER_DAY = 86_400
+_FRAMES = ("duplicates", "accepted", "partials", "late", "new")
+
+
+@dataclass(frozen=True)
+class Classified:
+    duplicate: np.ndarray  # bool per valid row: the id was accepted before (or earlier in this batch)
+    late: np.ndarray  # bool per valid row: event time behind the watermark
+
+
+@dataclass(frozen=True)
+class BatchLog:
+    batch_id: int
+    duplicates: pd.DataFrame  # partition, offset, transaction_id
+    accepted: pd.DataFrame  # transaction_id, day
+    partials: pd.DataFrame
+    late: pd.DataFrame  # customer_id, day of late events (for reconcile)
+    new: pd.DataFrame  # customer_id of customers first seen in this batch
+    meta: dict[str, float]
+
+
+@dataclass
+class StreamState:
+    directory: Path
+    lateness_s: float
+    history: ActivityHistory = field(default_factory=ActivityHistory)
+    seen: dict[str, int] = field(default_factory=dict)  # transaction_id -> event day
+    max_event_s: float = float("-inf")
+    applied_batch: int = -1
+
+    @property
+    def watermark_s(self) -> float:
+        return self.max_event_s - self.lateness_s
+
+    # -------------------------------------------------------------------------- decisions
+
+    def classify(self, transaction_ids: np.ndarray, event_s: np.ndarray) -> Classified:
+        """Duplicates (first occurrence in offset order wins) and late rows of one batch."""
+        seen = self.seen
+        before = np.fromiter((tid in seen for tid in transaction_ids), dtype=bool, count=len(transaction_ids))
+        repeated = pd.Series(transaction_ids).duplicated(keep="first").to_numpy()
+        return Classified(duplicate=before | repeated, late=event_s < self.watermark_s)
+
+    # ------------------------------------------------------------------------ persistence
+
+    def _log_dir(self, batch_id: int) -> Path:
+        return self.directory / "batches" / f"{batch_id:012d}"
+
+    def write_log(self, log: BatchLog) -> None:
+        """Durably record a batch's decisions (atomic: a directory rename)."""
+        final = self._log_dir(log.batch_id)
+        partial = final.with_name(final.name + ".tmp")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in _FRAMES:
+            frame: pd.DataFrame = getattr(log, name)
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), partial / f"{name}.parquet")
+        (partial / "meta.json").write_text(json.dumps(log.meta))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+
+    def read_log(self, batch_id: int) -> BatchLog | None:
+        directory = self._log_dir(batch_id)
+        if not (directory / "meta.json").is_file():
+            return None
+        frames = {name: pq.read_table(directory / f"{name}.parquet").to_pandas()
+                  for name in _FRAMES}
+        return BatchLog(batch_id=batch_id, meta=json.loads((directory / "meta.json").read_text()), **frames)
+
+    def apply(self, log: BatchLog) -> MergeResult:
+        """Fold a logged batch into the state (exactly once per batch id)."""
+        if log.batch_id <= self.applied_batch:
+            raise ValueError(f"batch {log.batch_id} was already applied (state is at {self.applied_batch})")
+        self.seen.update(zip(log.accepted["transaction_id"].tolist(), log.accepted["day"].tolist(), strict=True))
+        result = self.history.merge(log.partials)
+        self.max_event_s = max(self.max_event_s, float(log.meta.get("max_event_s", float("-inf"))))
+        self.applied_batch = log.batch_id
+        return result
+
+    def snapshot(self) -> None:
+        """Compact: persist the whole state, then drop the logs it contains."""
+        horizon_day = int(self.watermark_s // SECONDS_PER_DAY) - 1 if np.isfinite(self.watermark_s) else None
+        if horizon_day is not None:
+            self.seen = {tid: day for tid, day in self.seen.items() if day >= horizon_day}
+        target = self.directory / "snapshot.pickle"
+        temporary = target.with_suffix(".tmp")
+        with temporary.open("wb") as handle:
+            pickle.dump({"history": self.history, "seen": self.seen, "max_event_s": self.max_event_s,
+                         "applied_batch": self.applied_batch}, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        temporary.replace(target)
+        for directory in (self.directory / "batches").glob("*"):
+            if directory.name.isdigit() and int(directory.name) <= self.applied_batch:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    @classmethod
+    def recover(cls, directory: Path, lateness_s: float) -> StreamState:
+        """The state as of the last logged batch: snapshot + newer logs, in batch order."""
+        directory.mkdir(parents=True, exist_ok=True)
+        state = cls(directory=directory, lateness_s=lateness_s)
+        snapshot = directory / "snapshot.pickle"
+        if snapshot.is_file():
+            with snapshot.open("rb") as handle:
+                saved = pickle.load(handle)  # our own file, written by snapshot()
+            state.history, state.seen = saved["history"], saved["seen"]
+            state.max_event_s, state.applied_batch = saved["max_event_s"], saved["applied_batch"]
+        logs = sorted(int(p.name) for p in (directory / "batches").glob("*") if p.name.isdigit())
+        for batch_id in logs:
+            if batch_id > state.applied_batch:
+                log = state.read_log(batch_id)
+                if log is not None:
+                    state.apply(log)
+        return state

@@ -1,0 +1,146 @@
+"""The streaming job on the real stack: Kafka -> Spark -> Feast, with bad input mixed in."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pytest
+from confluent_kafka import Producer
+
+from activity_settings import Settings
+from features.store import FeatureWriter, historical_features, online_features
+from features.transform import FEATURE_NAMES
+from streaming.consume import read_topic
+from streaming.job import StreamPaths
+from streaming.publish import encode_simulated, publish_tables
+from streaming.runner import run_stream
+from streaming.schema import ErrorCode
+from streaming.simulator import make_population, simulate
+from tests.corpus import malformed
+from tests.integration.conftest import isolated
+
+pytestmark = pytest.mark.integration
+COUNT_FEATURES = [name for name in FEATURE_NAMES if name.startswith(("tx_count", "active_days"))]
+
+
+def send_raw(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True})
+    for key, value in values:
+        producer.produce(settings.kafka.topics.transactions, value, key)
+    assert producer.flush(30) == 0
+
+
+@pytest.fixture(scope="module")
+def streamed(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Simulated traffic with a malformed corpus and duplicates in the middle, streamed once."""
+    settings = isolated(kafka_stack, tmp_path_factory.mktemp("streaming"), max_offsets_per_trigger=20_000)
+    population = make_population(3_000, date(2026, 1, 1), 60, seed=5)
+    tables = list(simulate(population))
+    first, second = tables[:45], tables[45:]
+    assert publish_tables(settings.kafka, first, encode_simulated).failed == 0
+    corpus = malformed("stream")
+    resent = pc.take(pa_concat(first[-3:]), list(range(0, 150, 3)))  # 50 accepted events sent again
+    duplicates = list(zip(pc.cast(resent["customer_id"], "binary").to_pylist(), encode_simulated(resent), strict=True))
+    send_raw(settings, [(b"bad", value) for _, value, _ in corpus] + duplicates)
+    assert publish_tables(settings.kafka, second, encode_simulated).failed == 0
+
+    summary = run_stream(settings, until_idle_s=2.0)
+    valid_events = sum(table.num_rows for table in tables)
+    return {"settings": settings, "summary": summary, "corpus": corpus, "duplicates": duplicates,
+            "valid_events": valid_events, "population": population, "tables": tables}
+
+
+def pa_concat(tables: list):  # noqa: ANN201
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
+def test_every_bad_event_is_dead_lettered_with_its_reason(streamed: dict) -> None:
+    settings: Settings = streamed["settings"]
+    assert streamed["summary"].caught_up
+    letters = list(read_topic(settings.kafka, settings.kafka.topics.dlq, idle_timeout_s=3))
+    headers = [{key: record.header(key) for key, _ in record.headers} for record in letters]
+    by_value = {record.value: header for record, header in zip(letters, headers, strict=True)}
+    for name, value, code in streamed["corpus"]:
+        assert value in by_value, f"{name} is not in the DLQ"
+        header = by_value[value]
+        assert header["error_code"] == code.value, name
+        assert header["error_message"]
+        assert header["source_topic"] == settings.kafka.topics.transactions
+        assert int(header["source_offset"]) >= 0 and int(header["source_partition"]) >= 0
+    duplicate_letters = [h for h in headers if h["error_code"] == ErrorCode.DUPLICATE_TRANSACTION.value]
+    assert len(duplicate_letters) == len(streamed["duplicates"])
+    assert len(letters) == len(streamed["corpus"]) + len(streamed["duplicates"])  # each exactly once
+
+
+def test_every_valid_event_is_counted_and_archived_once(streamed: dict) -> None:
+    settings: Settings = streamed["settings"]
+    progress = [json.loads(line) for line in StreamPaths.of(settings).progress.read_text().splitlines()]
+    accepted = sum(p["valid"] - p["duplicates"] for p in progress)
+    assert accepted == streamed["valid_events"]
+    archive = pd.read_parquet(StreamPaths.of(settings).archive)
+    assert len(archive) == streamed["valid_events"]
+    assert archive["transaction_id"].is_unique
+    online = online_features(FeatureWriter.open(settings).store, list(streamed["population"].customer_ids[:50]),
+                             [int(pd.Timestamp("2026-03-02", tz="UTC").timestamp())] * 50)
+    expected = archive.assign(day=pd.to_datetime(archive["event_time"], utc=True))
+    window = expected[(expected["day"] >= "2026-02-24") & (expected["day"] < "2026-03-03")]
+    counts = window.groupby("customer_id").size()
+    for cid, value in zip(online["customer_id"], online["tx_count_7d"], strict=True):
+        assert value == counts.get(cid, 0), cid
+
+
+def test_online_features_equal_point_in_time_historical_features(streamed: dict) -> None:
+    settings: Settings = streamed["settings"]
+    store = FeatureWriter.open(settings).store
+    rng = np.random.default_rng(3)
+    last_event = pd.Timestamp("2026-03-02", tz="UTC")  # the simulated period ends on 2026-03-01
+    customers = list(rng.choice(streamed["population"].customer_ids, 470, replace=False))
+    customers += [f"never-seen-{i}" for i in range(30)]
+    # as_of at or after every stored state: from right after the stream up to 60 days of silence
+    offsets = rng.uniform(0, 60 * 86_400, len(customers))
+    as_of = [int(last_event.timestamp() + offset) for offset in offsets]
+    online = online_features(store, customers, as_of)
+    entities = pd.DataFrame({"customer_id": customers, "event_timestamp": pd.to_datetime(as_of, unit="s", utc=True)})
+    historical = historical_features(store, entities)
+    assert len(historical) == len(entities)
+    merged = online.assign(as_of_s=as_of).merge(historical, on=["customer_id", "as_of_s"], suffixes=("_on", "_off"))
+    assert len(merged) == len(customers) >= 500
+    silent = merged["days_since_last_tx_on"] > 14
+    assert silent.sum() > 100 and (merged.loc[silent, "tx_count_7d_on"] == 0).all()
+    for name in FEATURE_NAMES:
+        on, off = merged[f"{name}_on"].to_numpy(), merged[f"{name}_off"].to_numpy()
+        if name in COUNT_FEATURES:
+            assert np.array_equal(on, off), name
+        else:
+            np.testing.assert_allclose(on, off, rtol=1e-9, atol=0, err_msg=name)
+    cold = merged["customer_id"].str.startswith("never-seen")
+    assert (merged.loc[cold, "tx_count_90d_on"] == 0).all()
+    assert (merged.loc[~cold, "tx_count_90d_on"] > 0).any()
+
+
+def test_backfill_from_the_archive_rebuilds_the_same_online_state(streamed: dict, tmp_path: Path) -> None:
+    from streaming.backfill import rebuild_history
+
+    settings: Settings = streamed["settings"]
+    store = FeatureWriter.open(settings).store
+    customers = list(streamed["population"].customer_ids[:200])
+    as_of = [int(pd.Timestamp("2026-03-10", tz="UTC").timestamp())] * len(customers)
+    before = online_features(store, customers, as_of)
+
+    from infra.spark import spark_session
+    from streaming.backfill import archived_events
+
+    rebuilt_settings = settings.model_copy(update={"data_dir": tmp_path / "rebuilt"})
+    writer = FeatureWriter.open(rebuilt_settings)
+    summary = rebuild_history(archived_events(spark_session(settings, "backfill-test"), settings), writer)
+    assert summary.events == streamed["valid_events"]
+    after = online_features(writer.store, customers, as_of)
+    for name in FEATURE_NAMES:
+        np.testing.assert_allclose(before[name], after[name], rtol=1e-9, err_msg=name)

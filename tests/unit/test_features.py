@@ -1,0 +1,133 @@
+"""The day-indexed history and THE transform: windows relative to as_of, decay, cold start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.state import HISTORY_DAYS, STATE_DTYPE, decode_states, empty_states, encode_states
+from features.transform import COLD_START, FEATURE_NAMES, MAX_DAYS_SINCE, features_frame, window_features
+from streaming.history import PARTIAL_COLUMNS, ActivityHistory
+
+DAY = 86_400
+D0 = 20_454  # 2026-01-01 in epoch days (a Thursday)
+
+
+def partial(customer: str, day: int, count: int = 1, spend: float = 10.0, channel: str = "online",
+            category_bits: int = 1, merchants: tuple[str, ...] = ("m1",), night: int = 0) -> dict:
+    row = {name: 0 for name in PARTIAL_COLUMNS}
+    bits = 0
+    for merchant in merchants:
+        bits |= 1 << (int(merchant[1:]) % 63)
+    row.update(customer_id=customer, day=day, count=count, night=night, spend=spend, max_amount=spend / count,
+               category_mask=category_bits, merchant_bits=bits, first_s=day * DAY + 3600.0,
+               last_s=day * DAY + 7200.0)
+    row[f"ch_{channel}"] = count
+    return row
+
+
+def history_of(*rows: dict) -> ActivityHistory:
+    history = ActivityHistory(capacity=2)
+    history.merge(pd.DataFrame(rows, columns=list(PARTIAL_COLUMNS)))
+    return history
+
+
+def features_at(history: ActivityHistory, customer: str, as_of_day: float) -> dict[str, float]:
+    states = history.states(history.rows_of([customer]))
+    out = window_features(states, [as_of_day * DAY])
+    return {name: float(values[0]) for name, values in out.items()}
+
+
+def test_windows_count_days_relative_to_as_of() -> None:
+    history = history_of(partial("a", D0, count=2, spend=30), partial("a", D0 + 10, count=1, spend=5),
+                         partial("a", D0 + 25, count=4, spend=40))
+    f = features_at(history, "a", D0 + 25.5)
+    assert (f["tx_count_7d"], f["tx_count_30d"], f["tx_count_90d"]) == (4, 7, 7)
+    assert (f["spend_7d"], f["spend_30d"]) == (40, 75)
+    assert f["active_days_30d"] == 3
+    assert f["mean_ticket_90d"] == pytest.approx(75 / 7)
+    assert f["days_since_last_tx"] == pytest.approx(0.5 - 2 / 24)
+    assert f["tenure_days"] == 25
+
+
+def test_silent_customer_decays_without_new_events() -> None:
+    history = history_of(partial("a", D0, count=3), partial("a", D0 + 5, count=2))
+    fresh = features_at(history, "a", D0 + 5.5)
+    silent = features_at(history, "a", D0 + 25.5)
+    gone = features_at(history, "a", D0 + 400)
+    assert fresh["tx_count_7d"] == 5
+    assert silent["tx_count_7d"] == 0 and silent["tx_count_30d"] == 5
+    assert silent["days_since_last_tx"] == pytest.approx(20.5 - 2 / 24)
+    assert silent["trend_count_7d"] == 0.0
+    assert gone["tx_count_90d"] == 0 and gone["days_since_last_tx"] == MAX_DAYS_SINCE
+
+
+def test_trend_compares_recent_with_previous_window() -> None:
+    history = history_of(partial("a", D0, count=1), partial("a", D0 + 8, count=1), partial("a", D0 + 9, count=6))
+    f = features_at(history, "a", D0 + 9.5)
+    assert f["trend_count_7d"] == pytest.approx(np.log1p(7) - np.log1p(1))
+
+
+def test_never_seen_customer_gets_cold_start_values() -> None:
+    out = features_frame([None, None], [D0 * DAY, (D0 + 3) * DAY])
+    assert list(out.columns) == list(FEATURE_NAMES)
+    for name, value in COLD_START.items():
+        assert (out[name] == value).all(), name
+
+
+def test_history_window_moves_and_forgets_days_older_than_the_history() -> None:
+    history = history_of(partial("a", D0, count=9))
+    history.merge(pd.DataFrame([partial("a", D0 + HISTORY_DAYS + 5, count=1)], columns=list(PARTIAL_COLUMNS)))
+    state = history.states(history.rows_of(["a"]))[0]
+    assert state["end_day"] == D0 + HISTORY_DAYS + 5
+    assert state["daily_counts"][0].sum() == 1  # the day-0 count fell out of the ring
+    assert state["total_count"] == 10 and state["first_day"] == D0
+
+
+def test_late_partial_within_history_is_added_and_too_old_one_is_reported() -> None:
+    history = history_of(partial("a", D0 + 100, count=1))
+    result = history.merge(pd.DataFrame([partial("a", D0 + 95, count=2), partial("a", D0, count=7)],
+                                        columns=list(PARTIAL_COLUMNS)))
+    f = features_at(history, "a", D0 + 100.5)
+    assert f["tx_count_7d"] == 3
+    assert result.too_late.to_dict("records") == [{"customer_id": "a", "day": D0}]
+
+
+def test_merging_is_order_independent_across_batches() -> None:
+    rows = [partial("a", D0 + d, count=d % 3 + 1, spend=d + 0.5, merchants=(f"m{d % 4}",)) for d in range(0, 60, 3)]
+    rows += [partial("b", D0 + d, count=1, channel="atm") for d in range(10, 40, 7)]
+    one = history_of(*rows)
+    split = ActivityHistory()
+    for chunk in (rows[5:], rows[:5]):  # later days first: a late batch
+        split.merge(pd.DataFrame(chunk, columns=list(PARTIAL_COLUMNS)))
+    for customer in ("a", "b"):
+        a = one.states(one.rows_of([customer]))
+        b = split.states(split.rows_of([customer]))
+        assert a.tobytes() == b.tobytes()
+
+
+def test_channel_category_and_merchant_features() -> None:
+    history = history_of(
+        partial("a", D0, count=2, channel="online", category_bits=0b11, merchants=("m1", "m2")),
+        partial("a", D0 + 1, count=2, channel="atm", category_bits=0b100, merchants=("m2", "m3")),
+        partial("a", D0 + 2, count=1, channel="online", category_bits=0b1, merchants=("m9",), night=1),
+    )
+    f = features_at(history, "a", D0 + 2.5)
+    assert f["share_online_90d"] == pytest.approx(3 / 5) and f["share_atm_90d"] == pytest.approx(2 / 5)
+    assert f["distinct_categories_90d"] == 3
+    assert f["distinct_merchants_90d"] == pytest.approx(4, abs=0.2)  # a linear-counting estimate
+    assert f["night_share_90d"] == pytest.approx(1 / 5)
+    # D0 (Thu), D0+1 (Fri), D0+2 (Sat): only the Saturday transaction is a weekend one
+    assert f["weekend_share_90d"] == pytest.approx(1 / 5)
+
+
+def test_states_round_trip_through_bytes() -> None:
+    history = history_of(partial("a", D0, count=2), partial("b", D0 + 3, count=1))
+    states = history.states(np.arange(2))
+    decoded = decode_states([*encode_states(states), None])
+    assert decoded[:2].tobytes() == states.tobytes()
+    assert decoded[2].tobytes() == empty_states(1)[0].tobytes()
+    with pytest.raises(ValueError, match="backfill"):
+        decode_states([b"short"])
+    assert STATE_DTYPE.itemsize == len(encode_states(states)[0])
