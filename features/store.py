@@ -143,3 +143,17 @@ def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa:
     job = store.get_historical_features(entity_df=frame, features=store.get_feature_service(FEATURE_SERVICE))
     result = job.to_df()
     return result.drop(columns=[c for c in (STATE_FEATURE,) if c in result.columns])
+
+
+def online_states(store, customer_ids: Sequence[str]) -> list[bytes | None]:  # noqa: ANN001
+    """The stored state values (``features.state``) of customers, as the online store has them."""
+    result = store.get_online_features(features=[f"{STATE_VIEW}:{STATE_FEATURE}"],
+                                       entity_rows=[{ENTITY_KEY: cid} for cid in customer_ids]).to_dict()
+    return result[STATE_FEATURE]
+
+
+def latest_offline_states(offline_dir: Path) -> pd.DataFrame:
+    """The newest offline state row per customer (by event time, then write time)."""
+    frame = pd.read_parquet(offline_dir)
+    frame = frame.sort_values([ENTITY_KEY, EVENT_TIMESTAMP, CREATED_TIMESTAMP], kind="stable")
+    return frame.groupby(ENTITY_KEY, sort=True).tail(1).set_index(ENTITY_KEY)
