@@ -150,7 +150,7 @@ class MicroBatch:
         replay = batch_id <= self.state.applied_batch
         batch_log = self.state.read_log(batch_id) if replay else None
         if batch_log is None:
-            batch_log = self._decide(valid, batch_id, lap)
+            batch_log = self._decide(parsed, batch_id, lap)
             self.state.write_log(batch_log)
             merged = self.state.apply(batch_log)
             lap("log_and_merge")
@@ -181,11 +181,16 @@ class MicroBatch:
             "watermark_s": meta["watermark_s"], **_freshness(meta, written), "phases": phases,
         }
 
-    def _decide(self, valid: DataFrame, batch_id: int, lap: Callable[[str], None]) -> BatchLog:
+    def _decide(self, parsed: DataFrame, batch_id: int, lap: Callable[[str], None]) -> BatchLog:
         """Classify duplicates and late rows, aggregate the rest: the batch's logged decisions."""
-        keys = (valid.select("partition", "offset", "transaction_id", "customer_id",
-                             (F.unix_micros("event_time") / 1e6).alias("event_s"))
-                .toPandas().sort_values(["partition", "offset"], kind="stable").reset_index(drop=True))
+        rows = (parsed.select("partition", "offset", "transaction_id", "customer_id",
+                              (F.unix_micros("event_time") / 1e6).alias("event_s"),
+                              F.col("error_code").isNotNull().alias("invalid"))
+                .toPandas())
+        invalid = int(rows["invalid"].sum())
+        keys = (rows.loc[~rows["invalid"]].drop(columns="invalid")
+                .sort_values(["partition", "offset"], kind="stable").reset_index(drop=True))
+        valid = parsed.where(F.col("error_code").isNull())
         lap("parse_and_collect_keys")
         ids = keys["transaction_id"].to_numpy(dtype=object)
         event_s = keys["event_s"].to_numpy(dtype=np.float64)
@@ -201,7 +206,7 @@ class MicroBatch:
         accepted_s = accepted["event_s"].to_numpy()
         max_event = float(accepted_s.max()) if len(accepted_s) else float("-inf")
         meta = {
-            "valid": int(len(keys)), "duplicates": int(verdict.duplicate.sum()),
+            "valid": int(len(keys)), "invalid": invalid, "duplicates": int(verdict.duplicate.sum()),
             "late": int((verdict.late & ~verdict.duplicate).sum()),
             "max_event_s": max(max_event, self.state.max_event_s), "watermark_s": self.state.watermark_s,
             "freshness_p50_s": _age_percentile(accepted_s, 50), "freshness_p99_s": _age_percentile(accepted_s, 99),
@@ -241,6 +246,10 @@ class MicroBatch:
             invalid = invalid.unionByName(duplicate_rows.select(*invalid.columns))
         if marker.exists():
             return int(marker.read_text() or 0)
+        if batch_log.meta.get("invalid", 1) == 0 and batch_log.duplicates.empty:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("0")
+            return 0
         dead = invalid.select(
             F.col("key"),
             F.col("value"),

@@ -48,12 +48,11 @@ def parse_batch(batch: pa.RecordBatch, now: datetime) -> pa.RecordBatch:
     text: dict[str, list[str | None]] = {name: [None] * rows for name in _TEXT_FIELDS}
     amount: list[float | None] = [None] * rows
     moment: list[datetime | None] = [None] * rows
-    keep_value: list[bytes | None] = [None] * rows
     for i, raw in enumerate(values):
         document = decode_value(raw)
         checked = document if isinstance(document, InvalidEvent) else check_document(document, now)
         if isinstance(checked, InvalidEvent):
-            code[i], message[i], keep_value[i] = checked.code.value, checked.message, raw
+            code[i], message[i] = checked.code.value, checked.message
             continue
         for name in _TEXT_FIELDS:
             text[name][i] = document[name]
@@ -65,7 +64,7 @@ def parse_batch(batch: pa.RecordBatch, now: datetime) -> pa.RecordBatch:
             batch.column("partition").cast(pa.int32()),
             batch.column("offset").cast(pa.int64()),
             batch.column("key").cast(pa.binary()),
-            pa.array(keep_value, pa.binary()),
+            batch.column("value").cast(pa.binary()),
             pa.array(code, pa.string()),
             pa.array(message, pa.string()),
             *(pa.array(text[name], pa.string()) for name in ("transaction_id", "customer_id")),
@@ -79,7 +78,7 @@ def parse_batch(batch: pa.RecordBatch, now: datetime) -> pa.RecordBatch:
 
 
 def parse_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` entry point: validated rows; the raw value is kept only for rejects."""
+    """``mapInArrow`` entry point: validated rows, each with its raw value for the dead-letter topic."""
     now = datetime.now(UTC)
     for batch in batches:
         yield parse_batch(batch, now)

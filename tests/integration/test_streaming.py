@@ -74,8 +74,9 @@ def test_every_bad_event_is_dead_lettered_with_its_reason(streamed: dict) -> Non
         assert header["error_message"]
         assert header["source_topic"] == settings.kafka.topics.transactions
         assert int(header["source_offset"]) >= 0 and int(header["source_partition"]) >= 0
-    duplicate_letters = [h for h in headers if h["error_code"] == ErrorCode.DUPLICATE_TRANSACTION.value]
-    assert len(duplicate_letters) == len(streamed["duplicates"])
+    duplicate_values = sorted(record.value for record, header in zip(letters, headers, strict=True)
+                              if header["error_code"] == ErrorCode.DUPLICATE_TRANSACTION.value)
+    assert duplicate_values == sorted(value for _, value in streamed["duplicates"])  # the original bytes
     assert len(letters) == len(streamed["corpus"]) + len(streamed["duplicates"])  # each exactly once
 
 
