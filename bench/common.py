@@ -58,6 +58,6 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def print_result(figures: dict[str, float | int | str]) -> None:
+def print_result(figures: dict[str, float | int | str | None]) -> None:
     """The benchmark's last line: one JSON object with the figures its issue names."""
     print(json.dumps(figures, sort_keys=False))

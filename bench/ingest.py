@@ -1,0 +1,499 @@
+"""Kafka -> Feast online ingest: our streaming job against a bare consumer and Feast's own processor.
+
+1. sustained: N simulated events preloaded on a topic, then our job (``run_stream``, trigger 0)
+   drains it into Feast online; tx/s = events / (last batch written - first batch started).
+2. freshness: our job (``activity stream run``, trigger 1 s) in its own process while live events
+   (event time = now) arrive at a steady rate; event time -> online write per batch.
+3. reference: a bare confluent-kafka consumer reading the same preloaded topic.
+4. peer: Feast's ``SparkKafkaProcessor`` ingesting the same preloaded topic into its own Feast repo.
+
+    python -m bench.ingest [--customers 100000] [--events 2000000] [--steady-rate 10000]
+                           [--steady-seconds 60] [--max-offsets 1000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from activity_settings import KafkaSettings, Settings, StreamingSettings, TopicSettings, load_settings
+from bench.common import bench_stack, machine, print_result
+from infra.topics import ensure_topics, topic_offsets
+from streaming.job import StreamPaths
+from streaming.publish import Pace, encode_simulated, publish_simulation, publish_tables
+from streaming.schema import FIELDS
+from streaming.simulator import Population, make_population, simulate
+
+PEER_CHECKPOINT = Path("/tmp/checkpoint")  # hard-coded in Feast's SparkKafkaProcessor
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------- set-up
+
+
+def job_settings(stack: Settings, data_dir: Path, transactions: str, **streaming: object) -> Settings:
+    """The stack's settings with its own data directory and topics, and these stream settings."""
+    tag = uuid.uuid4().hex[:6]
+    topics = TopicSettings(transactions=transactions, dlq=f"bench-dlq-{tag}", predictions=f"bench-predictions-{tag}")
+    settings = stack.model_copy(update={
+        "data_dir": data_dir,
+        "kafka": stack.kafka.model_copy(update={"topics": topics}),
+        "streaming": StreamingSettings(**{"metrics_port": 0, **streaming}),
+    })
+    ensure_topics(settings.kafka)
+    return settings
+
+
+def share_jars(source: Settings, target: Settings) -> None:
+    """Copy the Kafka connector jars already fetched for ``source`` (saves a Maven run)."""
+    jars = source.home / "jars"
+    if jars.is_dir() and not (target.home / "jars").exists():
+        shutil.copytree(jars, target.home / "jars")
+
+
+def topic_size(kafka: KafkaSettings, topic: str) -> int:
+    return sum(high - low for low, high in topic_offsets(kafka, topic).values())
+
+
+def preload(kafka: KafkaSettings, population: Population) -> int:
+    report = publish_simulation(kafka, population)
+    if report.delivered != report.queued:
+        raise RuntimeError(f"preload lost {report.queued - report.delivered} events: {report.errors}")
+    return report.delivered
+
+
+def read_progress(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------- reference
+
+
+def reference_read(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 300.0) -> float:
+    """A bare consumer: consume() in batches of 10k from the beginning, no processing."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"bench-reference-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        started = time.perf_counter()
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        read = 0
+        while read < expected:
+            read += len(consumer.consume(10_000, timeout=1.0))
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError(f"reference consumer read {read:,} of {expected:,} in {timeout_s:.0f}s")
+        return read / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+# ---------------------------------------------------------------------------- ours: sustained
+
+
+@dataclass(frozen=True)
+class Sustained:
+    events: int
+    batches: int
+    tx_per_s: float
+    startup_s: float  # run_stream called -> first batch started (Spark, Feast repo, query start)
+    drain_s: float  # first batch started -> last batch written
+    phases: dict[str, float]  # seconds per phase, summed over batches
+
+
+def ours_sustained(settings: Settings, expected: int) -> Sustained:
+    from streaming.runner import run_stream
+
+    called = time.time()
+    run_stream(settings, until_idle_s=1.0)
+    batches = [b for b in read_progress(StreamPaths.of(settings).progress) if b["valid"]]
+    valid = sum(b["valid"] for b in batches)
+    if valid != expected:
+        raise RuntimeError(f"our job accepted {valid:,} events, expected {expected:,}")
+    drain = batches[-1]["written_at"] - batches[0]["started"]
+    phases: dict[str, float] = {}
+    for batch in batches:
+        for name, seconds in batch["phases"].items():
+            phases[name] = phases.get(name, 0.0) + seconds
+    return Sustained(events=valid, batches=len(batches), tx_per_s=valid / drain,
+                     startup_s=batches[0]["started"] - called, drain_s=drain, phases=phases)
+
+
+def stop_spark() -> None:
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+
+
+# --------------------------------------------------------------------------- ours: freshness
+
+
+@dataclass(frozen=True)
+class Freshness:
+    batches: int
+    events: int
+    sent_per_s: float
+    p50_s: float
+    p99_s: float
+    p99_method: str
+    max_batch_s: float  # the slowest batch's duration
+    catch_up_s: float  # last event sent -> last batch written
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for `activity stream run` with exactly these settings (like tests' env_for)."""
+    kafka = settings.kafka
+    env = dict(os.environ)
+    env.update({
+        "ACTIVITY_DATA_DIR": str(settings.data_dir),
+        "ACTIVITY_KAFKA__PARTITIONS": str(kafka.partitions),
+        "ACTIVITY_KAFKA__TOPICS__TRANSACTIONS": kafka.topics.transactions,
+        "ACTIVITY_KAFKA__TOPICS__DLQ": kafka.topics.dlq,
+        "ACTIVITY_KAFKA__TOPICS__PREDICTIONS": kafka.topics.predictions,
+        "ACTIVITY_SPARK__MASTER": settings.spark.master,
+        "ACTIVITY_SPARK__DRIVER_MEMORY": settings.spark.driver_memory,
+    })
+    if kafka.embedded:
+        env["ACTIVITY_KAFKA__PORT"] = str(kafka.port)
+        env["ACTIVITY_KAFKA__CONTROLLER_PORT"] = str(kafka.controller_port)
+    for key, value in settings.streaming.model_dump().items():
+        env[f"ACTIVITY_STREAMING__{key.upper()}"] = str(value)
+    return env
+
+
+def live_encode(chunk: pa.Table) -> list[bytes]:
+    """Encode with event time = now (called just before the chunk is sent)."""
+    now_ms = np.full(chunk.num_rows, time.time_ns() // 1_000_000, dtype=np.int64)
+    index = chunk.schema.get_field_index("event_time")
+    live = chunk.set_column(index, "event_time", pa.array(now_ms, type=pa.timestamp("ms", tz="UTC")))
+    return encode_simulated(live)
+
+
+def weighted_percentile(values: list[float], weights: list[int], q: float) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(np.asarray(weights, dtype=float)[order])
+    position = int(np.searchsorted(cumulative, q / 100 * cumulative[-1]))
+    return float(np.asarray(values)[order][min(position, len(order) - 1)])
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout_s: float, what: str,
+             stream_log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if process.poll() is not None:
+            raise RuntimeError(f"the stream job exited ({process.returncode}) before {what}:\n"
+                               + "\n".join(stream_log.read_text().splitlines()[-15:]))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # the runner stops its query on SIGTERM
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    with contextlib.suppress(ProcessLookupError):  # the JVM pyspark started in the job's process group
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def steady_freshness(settings: Settings, population: Population, rate: int, seconds: float) -> Freshness:
+    """Our job in its own process; a warm-up batch; then live events at ``rate`` for ``seconds``."""
+    chunk = max(1, rate // 10)  # ~100 ms of events per send
+    total = int(rate * seconds)
+    days = math.ceil((total + chunk) / max(1.0, population.expected_events() / population.days)) + 2
+    live = pa.concat_tables(simulate(population, 0, days)).slice(0, total + chunk)
+    if live.num_rows < total + chunk:
+        raise RuntimeError(f"the population yields only {live.num_rows:,} live events")
+    warmup, steady = live.slice(0, chunk), live.slice(chunk)
+    progress = StreamPaths.of(settings).progress
+    stream_log = settings.home / "stream.log"
+    process = subprocess.Popen([sys.executable, "-m", "activity", "stream", "run"], env=cli_env(settings),
+                               stdout=stream_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        publish_tables(settings.kafka, [warmup], live_encode, chunk_rows=chunk)
+        wait_for(lambda: any(b["valid"] for b in read_progress(progress)), process, 300, "a warm-up batch",
+                 stream_log)
+        warm_batch = max(b["batch_id"] for b in read_progress(progress))
+        log(f"steady: warm-up batch {warm_batch} done; sending {total:,} events at {rate:,}/s")
+        report = publish_tables(settings.kafka, [steady], live_encode, Pace(rate=rate), chunk_rows=chunk)
+        sent_at = time.time()
+        if report.delivered != total:
+            raise RuntimeError(f"steady producer lost {total - report.delivered} events")
+
+        def window() -> list[dict]:
+            return [b for b in read_progress(progress) if b["batch_id"] > warm_batch and b["valid"]]
+
+        wait_for(lambda: sum(b["valid"] for b in window()) >= total, process, 180, "the steady events",
+                 stream_log)
+    finally:
+        stop_process(process)
+    batches = window()
+    sizes = [b["valid"] for b in batches]
+    p99s = [b["freshness_p99_s"] for b in batches]
+    many = len(batches) >= 20
+    return Freshness(
+        batches=len(batches), events=sum(sizes), sent_per_s=report.rate,
+        p50_s=weighted_percentile([b["freshness_p50_s"] for b in batches], sizes, 50),
+        p99_s=weighted_percentile(p99s, sizes, 99) if many else max(p99s),
+        p99_method=("99th percentile over batches of the per-batch p99, weighted by batch size" if many
+                    else "max over batches of the per-batch p99 (fewer than 20 batches)"),
+        max_batch_s=max(b["duration_s"] for b in batches),
+        catch_up_s=batches[-1]["written_at"] - sent_at,
+    )
+
+
+# ---------------------------------------------------------------------------- peer: Feast's own
+
+
+@dataclass
+class PeerResult:
+    tx_per_s: float | None = None
+    events: int = 0
+    batches: int = 0
+    startup_s: float | None = None
+    drain_s: float | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+PEER_FEATURES = ("amount", "channel", "merchant_category")
+
+
+def peer_udf(df):  # noqa: ANN001, ANN201 - a pyspark DataFrame in and out
+    """The StreamFeatureView's transformation: the latest amount, channel and category per customer."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    return df.select("customer_id", "amount", "channel", "merchant_category",
+                     F.col("event_time").alias("event_timestamp"))
+
+
+def peer_trim(rows):  # noqa: ANN001, ANN201 - pandas in and out
+    """Keep the view's columns (Feast adds 'created', and pandas' nth() + reset_index an 'index')."""
+    return rows[["customer_id", *PEER_FEATURES, "event_timestamp"]].reset_index(drop=True)
+
+
+def peer_ingest(settings: Settings, expected: int, max_offsets: int, timeout_s: float) -> PeerResult:
+    """Feast's SparkKafkaProcessor over the preloaded topic into a SQLite online store (PushMode.ONLINE)."""
+    result = PeerResult()
+    if PEER_CHECKPOINT.exists():
+        result.notes.append(f"removed a stale {PEER_CHECKPOINT} (Feast's hard-coded checkpoint)")
+        shutil.rmtree(PEER_CHECKPOINT)
+    try:
+        _run_peer(settings, expected, max_offsets, timeout_s, result)
+    except Exception as exc:  # noqa: BLE001 - the benchmark reports the peer's failure and goes on
+        result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+        log("peer failed:\n" + traceback.format_exc())
+    finally:
+        stop_spark()
+        shutil.rmtree(PEER_CHECKPOINT, ignore_errors=True)
+    return result
+
+
+def _run_peer(settings: Settings, expected: int, max_offsets: int, timeout_s: float, result: PeerResult) -> None:
+    import pyarrow.parquet as pq
+    from feast import Entity, FeatureStore, Field, FileSource, KafkaSource, ValueType
+    from feast.data_format import JsonFormat
+    from feast.data_source import PushMode
+    from feast.infra.contrib.spark_kafka_processor import SparkKafkaProcessor, SparkProcessorConfig
+    from feast.stream_feature_view import StreamFeatureView
+    from feast.types import Float64, String
+
+    from infra.spark import spark_session
+
+    called = time.time()
+    spark = spark_session(settings, "feast-peer")  # before the StreamFeatureView: it calls getOrCreate()
+    repo = settings.home / "feast_peer"
+    (repo / "data").mkdir(parents=True, exist_ok=True)
+    (repo / "feature_store.yaml").write_text(
+        "project: ingest_peer\nregistry: data/registry.db\nprovider: local\n"
+        "online_store:\n  type: sqlite\n  path: data/online_store.db\n"
+        "offline_store:\n  type: file\nentity_key_serialization_version: 3\n")
+    pq.write_table(pa.schema([("customer_id", pa.string()), ("amount", pa.float64()), ("channel", pa.string()),
+                              ("merchant_category", pa.string()),
+                              ("event_timestamp", pa.timestamp("us", tz="UTC"))]).empty_table(),
+                   repo / "data" / "latest.parquet")
+    # Our contract's JSON schema with event_time parsed as a timestamp (from_json reads ISO 8601 with Z).
+    schema_ddl = ", ".join(f"{f.name} {'TIMESTAMP' if f.name == 'event_time' else f.spark_type}" for f in FIELDS)
+    kafka = settings.kafka
+    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
+    source = KafkaSource(
+        name="transactions_kafka", kafka_bootstrap_servers=kafka.bootstrap, topic=kafka.topics.transactions,
+        timestamp_field="event_time", message_format=JsonFormat(schema_json=schema_ddl),
+        batch_source=FileSource(name="latest_batch", path="data/latest.parquet", timestamp_field="event_timestamp"),
+    )
+    view = StreamFeatureView(
+        name="customer_latest", entities=[customer], ttl=timedelta(0), source=source, mode="spark", udf=peer_udf,
+        udf_string="", timestamp_field="event_timestamp",
+        schema=[Field(name="amount", dtype=Float64), Field(name="channel", dtype=String),
+                Field(name="merchant_category", dtype=String)],
+    )
+    store = FeatureStore(repo_path=str(repo))
+    store.apply([customer, source, view])
+    config = SparkProcessorConfig(mode="spark", source="kafka", spark_session=spark, processing_time="0 seconds",
+                                  query_timeout=1)
+    processor = SparkKafkaProcessor(fs=store, sfv=view, config=config, preprocess_fn=peer_trim,
+                                    stream_source_options={"startingOffsets": "earliest",
+                                                           "maxOffsetsPerTrigger": str(max_offsets)})
+    query = processor.ingest_stream_feature_view(to=PushMode.ONLINE)  # returns after query_timeout
+    try:
+        seen = _drain(query, expected, timeout_s)
+    finally:
+        query.stop()
+    batches = [seen[k] for k in sorted(seen) if seen[k]["numInputRows"]]
+    first = _progress_time(batches[0])
+    last = _progress_time(batches[-1]) + batches[-1]["durationMs"]["triggerExecution"] / 1000
+    result.events = sum(b["numInputRows"] for b in batches)
+    result.batches = len(batches)
+    result.startup_s = first - called
+    result.drain_s = last - first
+    result.tx_per_s = result.events / result.drain_s
+    sample = store.get_online_features([f"customer_latest:{name}" for name in PEER_FEATURES],
+                                       [{"customer_id": "c0000000"}]).to_dict()
+    result.notes.append(f"online row for c0000000: {({k: v[0] for k, v in sample.items()})}")
+
+
+def _drain(query, expected: int, timeout_s: float) -> dict[int, dict]:  # noqa: ANN001 - a StreamingQuery
+    """Poll the query's progress until it has read ``expected`` rows; progress by batch id."""
+    seen: dict[int, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while sum(p["numInputRows"] for p in seen.values()) < expected:
+        if not query.isActive:
+            raise RuntimeError(f"the peer's query stopped: {query.exception()}")
+        if time.monotonic() > deadline:
+            consumed = sum(p["numInputRows"] for p in seen.values())
+            raise RuntimeError(f"did not drain the topic in {timeout_s:.0f}s ({consumed:,} of {expected:,} events)")
+        for progress in query.recentProgress:
+            seen[progress["batchId"]] = progress
+        time.sleep(0.2)
+    return seen
+
+
+def _progress_time(progress: dict) -> float:
+    return datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--steady-rate", type=int, default=10_000)
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--max-offsets", type=int, default=1_000_000, help="streaming.max_offsets_per_trigger")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--peer-timeout", type=float, default=300.0, help="seconds for the peer to drain the topic")
+    parser.add_argument("--quick", action="store_true", help="20k customers, 200k events, 20 steady seconds")
+    args = parser.parse_args()
+    if args.quick:
+        args.customers, args.events, args.steady_seconds = 20_000, 200_000, 20.0
+
+    sim = load_settings().simulation
+    days = max(1, round(args.events / (args.customers * sim.mean_daily_rate)))
+    population = make_population(args.customers, sim.start, days, sim.seed, sim.mean_daily_rate)
+    live_population = make_population(args.customers, sim.start, 365, sim.seed, sim.mean_daily_rate)
+    preloaded = f"bench-ingest-{uuid.uuid4().hex[:6]}"
+
+    with bench_stack(args.partitions) as stack, tempfile.TemporaryDirectory(prefix="activity-ingest-") as tmp:
+        root = Path(tmp)
+        ours = job_settings(stack, root / "ours", preloaded, trigger_interval_s=0.0,
+                            max_offsets_per_trigger=args.max_offsets)
+        log(f"preloading {preloaded}: {args.customers:,} customers x {days} days")
+        events = preload(ours.kafka, population)
+        assert topic_size(ours.kafka, preloaded) == events
+
+        log("reference: bare consumer")
+        reference = reference_read(ours.kafka, preloaded, events)
+
+        log(f"ours: draining {events:,} events")
+        sustained = ours_sustained(ours, events)
+        stop_spark()
+
+        log("peer: Feast SparkKafkaProcessor")
+        peer_settings = job_settings(stack, root / "peer", preloaded)
+        share_jars(ours, peer_settings)
+        peer = peer_ingest(peer_settings, events, args.max_offsets, args.peer_timeout)
+
+        log("ours: freshness at a steady rate")
+        steady_settings = job_settings(stack, root / "steady", f"bench-live-{uuid.uuid4().hex[:6]}")
+        share_jars(ours, steady_settings)
+        fresh = steady_freshness(steady_settings, live_population, args.steady_rate, args.steady_seconds)
+
+    ratio = sustained.tx_per_s / reference
+    vs_peer = None if peer.tx_per_s is None else sustained.tx_per_s / peer.tx_per_s
+    print(f"machine: {machine()}; broker: embedded Kafka {stack.kafka.broker_version}, {args.partitions} partitions; "
+          f"Spark {stack.spark.master}, driver {stack.spark.driver_memory}")
+    print(f"population: {args.customers:,} customers; preloaded {events:,} events "
+          f"({days} days x {sim.mean_daily_rate} tx/customer/day); max_offsets_per_trigger {args.max_offsets:,}")
+    print()
+    print(f"{'Kafka -> Feast online':<44}{'events':>11}{'batches':>9}{'start-up s':>12}{'drain s':>10}{'tx/s':>12}")
+    print(f"{'ours (streaming job, trigger 0)':<44}{sustained.events:>11,}{sustained.batches:>9}"
+          f"{sustained.startup_s:>12.1f}{sustained.drain_s:>10.1f}{sustained.tx_per_s:>12,.0f}")
+    if peer.tx_per_s is not None:
+        print(f"{'peer (Feast SparkKafkaProcessor)':<44}{peer.events:>11,}{peer.batches:>9}"
+              f"{peer.startup_s:>12.1f}{peer.drain_s:>10.1f}{peer.tx_per_s:>12,.0f}")
+    else:
+        print(f"{'peer (Feast SparkKafkaProcessor)':<44}{'failed: ' + str(peer.error):>54}")
+    print(f"{'reference (bare confluent-kafka consumer)':<44}{events:>11,}{'':>9}{'':>12}"
+          f"{events / reference:>10.1f}{reference:>12,.0f}")
+    print("ours, seconds per phase (summed over batches): "
+          + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sustained.phases.items()))
+    for note in peer.notes:
+        print(f"peer: {note}")
+    print()
+    print(f"freshness at {args.steady_rate:,} tx/s for {args.steady_seconds:.0f} s (trigger 1 s; "
+          f"sent {fresh.sent_per_s:,.0f}/s): {fresh.events:,} events in {fresh.batches} batches; "
+          f"p50 {fresh.p50_s:.2f} s, p99 {fresh.p99_s:.2f} s; slowest batch {fresh.max_batch_s:.2f} s; "
+          f"last batch written {fresh.catch_up_s:.2f} s after the last send")
+    print(f"  p50: median over batches of the per-batch p50, weighted by batch size; p99: {fresh.p99_method}")
+    print()
+    checks = [
+        ("sustained tx/s", f"{sustained.tx_per_s:,.0f}", ">= 100,000", sustained.tx_per_s >= 100_000),
+        (f"freshness p99 at {args.steady_rate:,} tx/s", f"{fresh.p99_s:.2f} s", "<= 5 s", fresh.p99_s <= 5),
+        ("ours / bare consumer", f"{ratio:.3f}", ">= 0.3", ratio >= 0.3),
+        ("ours / Feast peer", "n/a" if vs_peer is None else f"{vs_peer:.2f}", "> 1",
+         vs_peer is not None and vs_peer > 1),
+    ]
+    print(f"{'target':<36}{'measured':>14}{'target':>14}{'':>4}")
+    for name, measured, target, ok in checks:
+        print(f"{name:<36}{measured:>14}{target:>14}    {'met' if ok else 'MISSED'}")
+    print_result({
+        "tx_per_s": round(sustained.tx_per_s), "freshness_p50_s": round(fresh.p50_s, 3),
+        "freshness_p99_s": round(fresh.p99_s, 3), "reference_read_per_s": round(reference),
+        "ratio": round(ratio, 3), "peer_tx_per_s": None if peer.tx_per_s is None else round(peer.tx_per_s),
+        "ratio_vs_peer": None if vs_peer is None else round(vs_peer, 2),
+    })
+
+
+if __name__ == "__main__":
+    main()
