@@ -33,9 +33,9 @@ STATE_DTYPE: Final = np.dtype([
     ("first_day", "<i4"),
     ("total_count", "<i8"),
     ("last_event_s", "<f8"),
-    ("daily_counts", "<i4", (len(DAILY_COUNTS), HISTORY_DAYS)),
+    ("daily_counts", "<i2", (len(DAILY_COUNTS), HISTORY_DAYS)),  # capped at 32,767 a day
     ("daily_spend", "<f8", (HISTORY_DAYS,)),
-    ("daily_max", "<f8", (HISTORY_DAYS,)),
+    ("daily_max", "<f4", (HISTORY_DAYS,)),
     ("category_last_day", "<i4", (len(MERCHANT_CATEGORIES),)),
     ("daily_merchant_bits", "<i8", (HISTORY_DAYS,)),  # bit (hash(merchant_id) mod 64) set per day
 ])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,8 +93,10 @@ class FeatureWriter:
         if states.empty:
             return
         offline = states if genesis is None or genesis.empty else pd.concat([genesis, states], ignore_index=True)
-        self.write_offline(offline, name=f"stream-{batch_id:012d}")
-        self.write_online(states)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-offline") as pool:
+            written = pool.submit(self.write_offline, offline, f"stream-{batch_id:012d}")  # compresses off the GIL
+            self.write_online(states)
+            written.result()
 
     def write_offline(self, states: pd.DataFrame, name: str) -> Path:
         target = self.offline_dir / f"{name}.parquet"

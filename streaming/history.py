@@ -158,7 +158,8 @@ class ActivityHistory:
         states["first_day"] = self.first_day[rows]
         states["total_count"] = self.total_count[rows]
         states["last_event_s"] = self.last_event_s[rows]
-        states["daily_counts"] = np.take_along_axis(self.ints[rows], order[:, None, :], axis=2)
+        counts = np.take_along_axis(self.ints[rows], order[:, None, :], axis=2)
+        states["daily_counts"] = np.minimum(counts, np.iinfo(np.int16).max)
         states["daily_spend"] = np.take_along_axis(self.spend[rows], order, axis=1)
         states["daily_max"] = np.take_along_axis(self.max_amount[rows], order, axis=1)
         states["category_last_day"] = self.category_last[rows]

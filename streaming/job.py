@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,17 +160,21 @@ class MicroBatch:
         else:  # a re-run after a crash: the decisions are in the log and already applied
             changed = self.state.history.rows_of(pd.unique(batch_log.partials["customer_id"]).tolist())
             too_late = 0
-        rejected = self._send_dead_letters(parsed, batch_log, batch_id)
-        lap("dead_letters")
-        accepted = self._accepted(valid, batch_log.duplicates)
-        self._archive(accepted, batch_id)
-        lap("archive")
-        history = self.state.history
-        genesis = history.genesis(history.rows_of(batch_log.new["customer_id"].tolist()))
-        states = history.export(changed)
-        lap("export")
-        self.writer.write(states, batch_id, genesis)
-        lap("feast_write")
+        # The Spark sinks (dead letters, archive) run in a thread while this one encodes and
+        # writes the feature states: all are idempotent per batch id, and all finish before
+        # the batch returns, so Spark commits the batch only once everything is written.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks") as pool:
+            rejected_future = pool.submit(self._send_dead_letters, parsed, batch_log, batch_id)
+            archived = pool.submit(self._archive, self._accepted(valid, batch_log.duplicates), batch_id)
+            history = self.state.history
+            genesis = history.genesis(history.rows_of(batch_log.new["customer_id"].tolist()))
+            states = history.export(changed)
+            lap("export")
+            self.writer.write(states, batch_id, genesis)
+            lap("feast_write")
+            rejected = rejected_future.result()
+            archived.result()
+            lap("spark_sinks_wait")
         written = time.time()
         if (batch_id + 1) % self.settings.streaming.snapshot_every_batches == 0:
             self.state.snapshot()
