@@ -9,6 +9,8 @@ from pathlib import Path
 from activity_settings import Settings
 from infra.jars import fetch_jars
 
+LOG4J2 = Path(__file__).parent / "spark" / "log4j2.properties"
+
 
 def kafka_connector_jars(settings: Settings) -> list[Path]:
     version = settings.spark.version
@@ -47,8 +49,13 @@ def spark_session(settings: Settings, app_name: str, extra: dict[str, str] | Non
         .config("spark.pyspark.driver.python", sys.executable)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.warehouse.dir", str(settings.home / "spark" / "warehouse"))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.home / 'spark'}")
+        .config("spark.driver.extraJavaOptions",
+                f"-Dderby.system.home={settings.home / 'spark'} -Dlog4j2.configurationFile={LOG4J2}")
     )
+    if spark_conf.master.startswith("local"):
+        # One machine: everything stays on loopback.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in (extra or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
