@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -256,6 +257,7 @@ def steady_freshness(settings: Settings, population: Population, rate: int, seco
                  stream_log)
     finally:
         stop_process(process)
+        gc.collect()  # close the publishers' producers while the broker is still up
     batches = window()
     sizes = [b["valid"] for b in batches]
     p99s = [b["freshness_p99_s"] for b in batches]

@@ -78,7 +78,10 @@ def rebuild_history(
         frames += [history.genesis(merged.new), history.export(merged.changed, created=created)]
         progress(done, len(days))
     offline = pd.concat(frames, ignore_index=True)
-    writer.write_offline(offline, name=f"backfill-{created:%Y%m%dT%H%M%S}")
+    name = f"backfill-{created:%Y%m%dT%H%M%S%f}"
+    writer.write_offline(offline, name=name)
+    if customers is None:  # a full rebuild supersedes earlier full and partial rebuilds
+        writer.remove_offline("backfill-", keep=name)
     writer.write_online(history.export(range(history.size), created=created))
     return BackfillSummary(events=int(partials["count"].sum()), customers=history.size, days=len(days),
                            offline_rows=len(offline))

@@ -27,6 +27,18 @@ class StreamSummary:
     caught_up: bool
 
 
+_serving_metrics_on: set[int] = set()
+
+
+def serve_metrics(port: int) -> None:
+    """Serve this process's Prometheus registry on loopback (once per port and process)."""
+    from prometheus_client import start_http_server
+
+    if port not in _serving_metrics_on:
+        start_http_server(port, addr="127.0.0.1")
+        _serving_metrics_on.add(port)
+
+
 def _committed_offsets(progress: dict | None) -> dict[int, int] | None:
     if not progress or not progress.get("sources"):
         return None
@@ -59,9 +71,7 @@ def run_stream(
     for directory in (paths.checkpoint, paths.state, paths.archive):
         directory.mkdir(parents=True, exist_ok=True)
     if settings.streaming.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.streaming.metrics_port, addr="127.0.0.1")
+        serve_metrics(settings.streaming.metrics_port)
         report(f"metrics on http://127.0.0.1:{settings.streaming.metrics_port}/metrics")
     spark = spark_session(settings, "activity-stream")
     writer = FeatureWriter.open(settings)

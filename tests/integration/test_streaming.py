@@ -21,6 +21,7 @@ from streaming.publish import encode_simulated, publish_tables
 from streaming.runner import run_stream
 from streaming.schema import ErrorCode
 from streaming.simulator import make_population, simulate
+from tests.conftest import free_port
 from tests.corpus import malformed
 from tests.integration.conftest import isolated
 
@@ -38,7 +39,8 @@ def send_raw(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
 @pytest.fixture(scope="module")
 def streamed(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Simulated traffic with a malformed corpus and duplicates in the middle, streamed once."""
-    settings = isolated(kafka_stack, tmp_path_factory.mktemp("streaming"), max_offsets_per_trigger=20_000)
+    settings = isolated(kafka_stack, tmp_path_factory.mktemp("streaming"), max_offsets_per_trigger=20_000,
+                        metrics_port=free_port())
     population = make_population(3_000, date(2026, 1, 1), 60, seed=5)
     tables = list(simulate(population))
     first, second = tables[:45], tables[45:]
@@ -145,3 +147,57 @@ def test_backfill_from_the_archive_rebuilds_the_same_online_state(streamed: dict
     after = online_features(writer.store, customers, as_of)
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(before[name], after[name], rtol=1e-9, err_msg=name)
+
+
+def test_metrics_endpoint_reports_the_stream(streamed: dict) -> None:
+    import urllib.request
+
+    port = streamed["settings"].streaming.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("activity_stream_") and " " in line}
+    assert values["activity_stream_dlq_events_total"] >= len(streamed["corpus"]) + len(streamed["duplicates"])
+    assert values["activity_stream_duplicate_events_total"] >= len(streamed["duplicates"])
+    assert values["activity_stream_input_rows_total"] >= streamed["valid_events"]
+    for name in ("activity_stream_batch_duration_seconds_count", "activity_stream_consumer_lag_messages",
+                 "activity_stream_freshness_seconds_count", "activity_stream_late_events_total",
+                 "activity_stream_input_rows_per_second"):
+        assert name in values, name
+
+
+def test_late_events_are_counted_kept_and_reconciled(streamed: dict) -> None:
+    from streaming.backfill import run_backfill
+
+    settings: Settings = streamed["settings"]
+    store = FeatureWriter.open(settings).store
+    customer = streamed["population"].customer_ids[7]
+    as_of = int(pd.Timestamp("2026-03-02", tz="UTC").timestamp())
+    before = online_features(store, [customer], [as_of]).iloc[0]
+    # 20 days behind the newest event (beyond the 48 h watermark, inside the 90-day history) ...
+    late = example_like(customer, "late-1", "2026-02-09T12:00:00Z")
+    # ... and 120 days behind: older than the customer's history, so only a rebuild can place it
+    too_late = example_like(customer, "late-2", "2025-11-01T12:00:00Z")
+    send_raw(settings, [(customer.encode(), late), (customer.encode(), too_late)])
+    run_stream(settings, until_idle_s=2.0)
+    progress = [json.loads(line) for line in StreamPaths.of(settings).progress.read_text().splitlines()]
+    assert progress[-1]["late"] == 2 and progress[-1]["too_late"] == 1
+    after = online_features(store, [customer], [as_of]).iloc[0]
+    assert after["tx_count_30d"] == before["tx_count_30d"] + 1  # the late event counts in its day
+    assert after["tenure_days"] == (pd.Timestamp("2026-03-02") - pd.Timestamp("2025-11-01")).days  # lifetime facts
+
+    # The stream could not write a state as of November; the reconcile rebuild does.
+    november = pd.DataFrame({"customer_id": [customer], "event_timestamp": [pd.Timestamp("2025-11-03", tz="UTC")]})
+    assert historical_features(store, november).iloc[0]["tx_count_7d"] == 0
+    summary = run_backfill(settings, reconcile=True)
+    assert summary.customers == 1
+    assert historical_features(store, november).iloc[0]["tx_count_7d"] == 1
+    rebuilt = online_features(store, [customer], [as_of]).iloc[0]
+    for name in FEATURE_NAMES:
+        assert rebuilt[name] == pytest.approx(after[name], rel=1e-9), name
+
+
+def example_like(customer: str, transaction_id: str, event_time: str) -> bytes:
+    from streaming.schema import example_event
+
+    document = example_event() | {"customer_id": customer, "transaction_id": transaction_id, "event_time": event_time}
+    return json.dumps(document).encode()
