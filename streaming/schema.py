@@ -86,6 +86,8 @@ FIELDS: tuple[Field, ...] = (
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 _FIELD_SET = frozenset(FIELD_NAMES)
 _CATEGORY_SET = frozenset(MERCHANT_CATEGORIES)
+_PYTHON_TYPES = {"string": frozenset({str}), "integer": frozenset({int}), "number": frozenset({int, float})}
+_TYPE_CHECKS = tuple((field.name, _PYTHON_TYPES[field.json_type], field.json_type) for field in FIELDS)
 _CHANNEL_SET = frozenset(CHANNELS)
 
 
@@ -171,11 +173,10 @@ def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
             return InvalidEvent(ErrorCode.MISSING_FIELD, "missing field(s): " + ", ".join(missing))
         unknown = sorted(str(name) for name in set(document) - _FIELD_SET)
         return InvalidEvent(ErrorCode.UNKNOWN_FIELD, "unknown field(s): " + ", ".join(unknown)[:200])
-    for field in FIELDS:
-        value = document[field.name]
-        if not _has_json_type(value, field.json_type):
-            return InvalidEvent(ErrorCode.WRONG_TYPE,
-                                f"{field.name} must be a {field.json_type}, got {_json_type_name(value)}")
+    for name, allowed, json_type in _TYPE_CHECKS:
+        value = document[name]
+        if type(value) not in allowed:  # exact types: a JSON true is not an integer
+            return InvalidEvent(ErrorCode.WRONG_TYPE, f"{name} must be a {json_type}, got {_json_type_name(value)}")
     version = document["schema_version"]
     if version not in SUPPORTED_VERSIONS:
         return InvalidEvent(ErrorCode.UNSUPPORTED_VERSION, f"schema_version {version} is not supported")
@@ -231,14 +232,6 @@ def validate_record(document: Any, now: datetime | None = None) -> Transaction |
         channel=document["channel"],
         schema_version=document["schema_version"],
     )
-
-
-def _has_json_type(value: Any, json_type: str) -> bool:
-    if json_type == "string":
-        return isinstance(value, str)
-    if json_type == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _json_type_name(value: Any) -> str:
