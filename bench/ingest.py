@@ -8,7 +8,11 @@
 4. peer: Feast's ``SparkKafkaProcessor`` ingesting the same preloaded topic into its own Feast repo.
 
     python -m bench.ingest [--customers 100000] [--events 2000000] [--steady-rate 10000]
-                           [--steady-seconds 60] [--max-offsets 1000000] [--quick]
+                           [--steady-seconds 60] [--max-offsets 1000000] [--partitions 4]
+                           [--peer-timeout 300] [--quick]
+
+Order of the run: preload, reference, ours (sustained), peer, ours (freshness). The progress lines
+go to stderr; the figures to stdout, ending with one JSON line.
 """
 
 from __future__ import annotations
@@ -259,6 +263,10 @@ def steady_freshness(settings: Settings, population: Population, rate: int, seco
         stop_process(process)
         gc.collect()  # close the publishers' producers while the broker is still up
     batches = window()
+    for b in batches:
+        log(f"steady batch {b['batch_id']}: {b['valid']:,} events, {b['customers']:,} customers, "
+            f"{b['duration_s']:.2f} s, freshness p50 {b['freshness_p50_s']:.2f} s p99 {b['freshness_p99_s']:.2f} s, "
+            f"phases {b['phases']}")
     sizes = [b["valid"] for b in batches]
     p99s = [b["freshness_p99_s"] for b in batches]
     many = len(batches) >= 20
@@ -432,7 +440,8 @@ def main() -> None:
                             max_offsets_per_trigger=args.max_offsets)
         log(f"preloading {preloaded}: {args.customers:,} customers x {days} days")
         events = preload(ours.kafka, population)
-        assert topic_size(ours.kafka, preloaded) == events
+        if topic_size(ours.kafka, preloaded) != events:
+            raise RuntimeError(f"{preloaded} does not hold the {events:,} events published")
 
         log("reference: bare consumer")
         reference = reference_read(ours.kafka, preloaded, events)
@@ -453,7 +462,9 @@ def main() -> None:
 
     ratio = sustained.tx_per_s / reference
     vs_peer = None if peer.tx_per_s is None else sustained.tx_per_s / peer.tx_per_s
-    print(f"machine: {machine()}; broker: embedded Kafka {stack.kafka.broker_version}, {args.partitions} partitions; "
+    load = os.getloadavg()
+    print(f"machine: {machine()}; load average {load[2]:.1f} (15 min, at the end); "
+          f"broker: embedded Kafka {stack.kafka.broker_version}, {args.partitions} partitions; "
           f"Spark {stack.spark.master}, driver {stack.spark.driver_memory}")
     print(f"population: {args.customers:,} customers; preloaded {events:,} events "
           f"({days} days x {sim.mean_daily_rate} tx/customer/day); max_offsets_per_trigger {args.max_offsets:,}")
@@ -470,6 +481,7 @@ def main() -> None:
           f"{events / reference:>10.1f}{reference:>12,.0f}")
     print("ours, seconds per phase (summed over batches): "
           + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sustained.phases.items()))
+    print("start-up: ours launches Spark and applies its Feast repo; the peer reuses this process's JVM")
     for note in peer.notes:
         print(f"peer: {note}")
     print()
