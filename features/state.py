@@ -5,17 +5,20 @@ day of their latest transaction), so windows can be computed relative to any req
 decay when the customer goes silent. It is stored in Feast as a single ``Bytes`` feature: a
 fixed-layout record (``STATE_DTYPE``) that a batch of rows decodes in one ``np.frombuffer``
 call, which keeps Feast's point-in-time join fast (array-typed features are not). The streaming
-job and the backfill encode states; ``features.transform`` is the only reader.
+job and the backfill encode states; ``features.transform`` is the only reader. Stored, a state
+is a header and one entry per *active* day (``HEADER_DTYPE``, ``DAY_DTYPE``): most customers are
+active on a fraction of their 90 days, so this is several times smaller than the dense record.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
 
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
 HISTORY_DAYS: Final = 90
 MERCHANT_SKETCH_BITS: Final = 64  # per-day bitmap of hashed merchant ids (a linear-counting sketch)
 CHANNELS: Final = ("in_store", "online", "mobile", "atm", "other")
@@ -54,26 +57,81 @@ def empty_states(rows: int) -> np.ndarray:
     return states
 
 
+# Stored form: a header, then one entry per active day (most days of most customers are empty).
+HEADER_DTYPE: Final = np.dtype([
+    ("version", "<i2"),
+    ("active_days", "<i2"),
+    ("end_day", "<i4"),
+    ("first_day", "<i4"),
+    ("total_count", "<i8"),
+    ("last_event_s", "<f8"),
+    ("category_last_day", "<i4", (len(MERCHANT_CATEGORIES),)),
+])
+DAY_DTYPE: Final = np.dtype([
+    ("slot", "<u1"),
+    ("counts", "<i2", (len(DAILY_COUNTS),)),
+    ("spend", "<f8"),
+    ("max", "<f4"),
+    ("merchant_bits", "<i8"),
+])
+_SCALARS = ("version", "end_day", "first_day", "total_count", "last_event_s", "category_last_day")
+
+
 def encode_states(states: np.ndarray) -> list[bytes]:
-    """One bytes value per record."""
-    raw = np.ascontiguousarray(states, dtype=STATE_DTYPE).tobytes()
-    size = STATE_DTYPE.itemsize
-    return [raw[i : i + size] for i in range(0, len(raw), size)]
+    """One bytes value per record: its header and its active days."""
+    active = states["daily_counts"][:, 0, :] > 0
+    rows, slots = np.nonzero(active)  # grouped by row, slots ascending
+    headers = np.zeros(len(states), dtype=HEADER_DTYPE)
+    for name in _SCALARS:
+        headers[name] = states[name]
+    headers["active_days"] = active.sum(axis=1)
+    days = np.zeros(len(rows), dtype=DAY_DTYPE)
+    days["slot"] = slots
+    days["counts"] = states["daily_counts"][rows, :, slots]
+    days["spend"] = states["daily_spend"][rows, slots]
+    days["max"] = states["daily_max"][rows, slots]
+    days["merchant_bits"] = states["daily_merchant_bits"][rows, slots]
+    head, body = headers.tobytes(), days.tobytes()
+    h, d = HEADER_DTYPE.itemsize, DAY_DTYPE.itemsize
+    ends = np.cumsum(headers["active_days"].astype(np.int64)) * d
+    starts = ends - headers["active_days"].astype(np.int64) * d
+    spans = zip(starts.tolist(), ends.tolist(), strict=True)
+    return [head[i * h : (i + 1) * h] + body[a:b] for i, (a, b) in enumerate(spans)]
+
+
+def _well_formed(value: bytes) -> bool:
+    h = HEADER_DTYPE.itemsize
+    if len(value) < h:
+        return False
+    version, active_days = struct.unpack_from("<hh", value)  # the header's first two fields
+    return version == STATE_VERSION and len(value) == h + active_days * DAY_DTYPE.itemsize
 
 
 def decode_states(values: Sequence[bytes | None], strict: bool = True) -> np.ndarray:
-    """Records for stored values; a missing value (never seen) decodes to ``empty_states``.
+    """Dense records for stored values; a missing value (never seen) decodes to ``empty_states``.
 
-    A value of the wrong size raises, or with ``strict=False`` decodes as never seen (Feast
-    probes the on-demand view with made-up bytes when it applies the repo).
+    A malformed value raises, or with ``strict=False`` decodes as never seen (Feast probes the
+    on-demand view with made-up bytes when it applies the repo).
     """
-    size = STATE_DTYPE.itemsize
-    wrong = next((value for value in values if value is not None and len(value) != size), None)
-    if wrong is not None and strict:
-        raise ValueError(f"a stored state has {len(wrong)} bytes, expected {size} (state version "
-                         f"{STATE_VERSION}): rebuild the features with `activity stream backfill`")
     states = empty_states(len(values))
-    present = [i for i, value in enumerate(values) if value is not None and len(value) == size]
-    if present:
-        states[present] = np.frombuffer(b"".join(values[i] for i in present), dtype=STATE_DTYPE)
+    present = [i for i, value in enumerate(values) if value is not None]
+    good = [i for i in present if _well_formed(values[i])]
+    if strict and len(good) != len(present):
+        bad = values[next(i for i in present if i not in set(good))]
+        raise ValueError(f"a stored state ({len(bad)} bytes) is not a version {STATE_VERSION} activity state: "
+                         "rebuild the features with `activity stream backfill`")
+    if not good:
+        return states
+    h = HEADER_DTYPE.itemsize
+    headers = np.frombuffer(b"".join(values[i][:h] for i in good), dtype=HEADER_DTYPE)
+    target = np.asarray(good)
+    for name in _SCALARS:
+        states[name][target] = headers[name]
+    days = np.frombuffer(b"".join(values[i][h:] for i in good), dtype=DAY_DTYPE)
+    rows = np.repeat(target, headers["active_days"].astype(np.int64))
+    slots = days["slot"].astype(np.int64)
+    states["daily_counts"][rows, :, slots] = days["counts"]
+    states["daily_spend"][rows, slots] = days["spend"]
+    states["daily_max"][rows, slots] = days["max"]
+    states["daily_merchant_bits"][rows, slots] = days["merchant_bits"]
     return states
