@@ -230,15 +230,19 @@ def stop_process(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def steady_freshness(settings: Settings, population: Population, rate: int, seconds: float) -> Freshness:
-    """Our job in its own process; a warm-up batch; then live events at ``rate`` for ``seconds``."""
+def steady_freshness(settings: Settings, population: Population, rate: int, seconds: float,
+                     warmup_s: float) -> Freshness:
+    """Our job in its own process; a first batch; ``warmup_s`` of live events at ``rate`` (not
+    measured: Spark's and the Python workers' warm-up); then ``seconds`` of them, measured."""
     chunk = max(1, rate // 10)  # ~100 ms of events per send
     total = int(rate * seconds)
-    days = math.ceil((total + chunk) / max(1.0, population.expected_events() / population.days)) + 2
-    live = pa.concat_tables(simulate(population, 0, days)).slice(0, total + chunk)
-    if live.num_rows < total + chunk:
+    warm_total = int(rate * warmup_s)
+    needed = chunk + warm_total + total
+    days = math.ceil(needed / max(1.0, population.expected_events() / population.days)) + 2
+    live = pa.concat_tables(simulate(population, 0, days)).slice(0, needed)
+    if live.num_rows < needed:
         raise RuntimeError(f"the population yields only {live.num_rows:,} live events")
-    warmup, steady = live.slice(0, chunk), live.slice(chunk)
+    warmup, warm_traffic, steady = live.slice(0, chunk), live.slice(chunk, warm_total), live.slice(chunk + warm_total)
     progress = StreamPaths.of(settings).progress
     stream_log = settings.home / "stream.log"
     process = subprocess.Popen([sys.executable, "-m", "activity", "stream", "run"], env=cli_env(settings),
@@ -247,8 +251,11 @@ def steady_freshness(settings: Settings, population: Population, rate: int, seco
         publish_tables(settings.kafka, [warmup], live_encode, chunk_rows=chunk)
         wait_for(lambda: any(b["valid"] for b in read_progress(progress)), process, 300, "a warm-up batch",
                  stream_log)
+        log(f"steady: first batch done; {warmup_s:.0f} s of warm-up traffic at {rate:,}/s")
+        if warm_total:
+            publish_tables(settings.kafka, [warm_traffic], live_encode, Pace(rate=rate), chunk_rows=chunk)
         warm_batch = max(b["batch_id"] for b in read_progress(progress))
-        log(f"steady: warm-up batch {warm_batch} done; sending {total:,} events at {rate:,}/s")
+        log(f"steady: warm-up done (through batch {warm_batch}); sending {total:,} events at {rate:,}/s")
         report = publish_tables(settings.kafka, [steady], live_encode, Pace(rate=rate), chunk_rows=chunk)
         sent_at = time.time()
         if report.delivered != total:
@@ -420,13 +427,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--steady-rate", type=int, default=10_000)
     parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--warmup-seconds", type=float, default=15.0,
+                        help="live traffic at the steady rate before the measured window")
     parser.add_argument("--max-offsets", type=int, default=1_000_000, help="streaming.max_offsets_per_trigger")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--peer-timeout", type=float, default=300.0, help="seconds for the peer to drain the topic")
     parser.add_argument("--quick", action="store_true", help="20k customers, 200k events, 20 steady seconds")
     args = parser.parse_args()
     if args.quick:
-        args.customers, args.events, args.steady_seconds = 20_000, 200_000, 20.0
+        args.customers, args.events, args.steady_seconds, args.warmup_seconds = 20_000, 200_000, 20.0, 5.0
 
     sim = load_settings().simulation
     days = max(1, round(args.events / (args.customers * sim.mean_daily_rate)))
@@ -458,7 +467,8 @@ def main() -> None:
         log("ours: freshness at a steady rate")
         steady_settings = job_settings(stack, root / "steady", f"bench-live-{uuid.uuid4().hex[:6]}")
         share_jars(ours, steady_settings)
-        fresh = steady_freshness(steady_settings, live_population, args.steady_rate, args.steady_seconds)
+        fresh = steady_freshness(steady_settings, live_population, args.steady_rate, args.steady_seconds,
+                                 args.warmup_seconds)
 
     ratio = sustained.tx_per_s / reference
     vs_peer = None if peer.tx_per_s is None else sustained.tx_per_s / peer.tx_per_s
@@ -485,7 +495,8 @@ def main() -> None:
     for note in peer.notes:
         print(f"peer: {note}")
     print()
-    print(f"freshness at {args.steady_rate:,} tx/s for {args.steady_seconds:.0f} s (trigger 1 s; "
+    print(f"freshness at {args.steady_rate:,} tx/s for {args.steady_seconds:.0f} s, after {args.warmup_seconds:.0f} s "
+          f"of warm-up traffic at the same rate (trigger 1 s; "
           f"sent {fresh.sent_per_s:,.0f}/s): {fresh.events:,} events in {fresh.batches} batches; "
           f"p50 {fresh.p50_s:.2f} s, p99 {fresh.p99_s:.2f} s; slowest batch {fresh.max_batch_s:.2f} s; "
           f"last batch written {fresh.catch_up_s:.2f} s after the last send")
