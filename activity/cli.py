@@ -55,8 +55,9 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from infra.jars import JarFetchError
     from infra.kafka_broker import BrokerError
     from streaming.publish import ReplayError
+    from streaming.runner import StreamError
 
-    return (UserError, BrokerError, JarFetchError, ReplayError, KafkaException, KeyError, ValueError)
+    return (UserError, BrokerError, JarFetchError, ReplayError, StreamError, KafkaException, KeyError, ValueError)
 
 
 # --------------------------------------------------------------------------------------- stack

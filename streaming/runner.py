@@ -10,14 +10,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from confluent_kafka.admin import AdminClient
+
 from activity_settings import Settings
 from features.store import FeatureWriter
+from infra.kafka_broker import metadata_ready
 from infra.spark import spark_session
 from infra.topics import topic_offsets
 from streaming import metrics
 from streaming.job import MicroBatch, StreamPaths, read_kafka
 
 log = logging.getLogger("activity.stream")
+
+
+class StreamError(RuntimeError):
+    """The stream cannot start or stopped on an error; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,14 @@ def run_stream(
     report: Callable[[str], None] = lambda _: None,
 ) -> StreamSummary:
     """Run until stopped (SIGINT/SIGTERM), or, with ``until_idle_s``, until caught up and idle that long."""
+    kafka = settings.kafka
+    if not metadata_ready(kafka.client_config(), timeout_s=5.0):
+        where = "setting kafka.bootstrap_servers" if not kafka.embedded else "run `activity stack up`"
+        raise StreamError(f"Kafka at {kafka.bootstrap} does not answer ({where})")
+    topics = AdminClient(kafka.client_config()).list_topics(timeout=10).topics
+    if kafka.topics.transactions not in topics:
+        raise StreamError(f"topic {kafka.topics.transactions!r} does not exist at {kafka.bootstrap} "
+                          "(`activity stack up` creates it; setting kafka.topics.transactions names it)")
     paths = StreamPaths.of(settings)
     for directory in (paths.checkpoint, paths.state, paths.archive):
         directory.mkdir(parents=True, exist_ok=True)
@@ -112,7 +127,7 @@ def run_stream(
                     idle_since = None
         error = query.exception()
         if error is not None:
-            raise RuntimeError(f"the streaming query failed: {error}")
+            raise StreamError(f"the streaming query failed: {error}")
         done = until_idle_s is not None and idle_since is not None
     finally:
         query.stop()

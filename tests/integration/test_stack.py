@@ -92,3 +92,12 @@ def test_invalid_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "kafka.partitions" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_stream_without_a_broker_is_a_clear_error(tmp_path: Path) -> None:
+    env = settings_env(stack_settings(tmp_path))  # nothing listens on these ports
+    result = subprocess.run([sys.executable, "-m", "activity", "stream", "run"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "does not answer" in result.stderr and "activity stack up" in result.stderr
+    assert "Traceback" not in result.stderr
