@@ -102,7 +102,7 @@ class StreamState:
         return result
 
     def snapshot(self) -> None:
-        """Compact: persist the whole state, then drop the logs it contains."""
+        """Compact: persist the whole state, then drop the logs it contains but the newest."""
         horizon_day = int(self.watermark_s // SECONDS_PER_DAY) - 1 if np.isfinite(self.watermark_s) else None
         if horizon_day is not None:
             self.seen = {tid: day for tid, day in self.seen.items() if day >= horizon_day}
@@ -112,8 +112,10 @@ class StreamState:
             pickle.dump({"history": self.history, "seen": self.seen, "max_event_s": self.max_event_s,
                          "applied_batch": self.applied_batch}, handle, protocol=pickle.HIGHEST_PROTOCOL)
         temporary.replace(target)
+        # The newest log stays: Spark may still re-run that batch (if it dies before committing
+        # it), and the re-run replays its writes from the log.
         for directory in (self.directory / "batches").glob("*"):
-            if directory.name.isdigit() and int(directory.name) <= self.applied_batch:
+            if directory.name.isdigit() and int(directory.name) < self.applied_batch:
                 shutil.rmtree(directory, ignore_errors=True)
 
     @classmethod
