@@ -202,3 +202,19 @@ def _describe(exc: ValidationError) -> str:
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"invalid setting {dotted} [env {env}]: {error['msg']}{shown}")
     return "\n".join(lines)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in another process (e.g. a CLI run)."""
+    env: dict[str, str] = {}
+
+    def flatten(prefix: str, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            name = f"{prefix}{key.upper()}"
+            if isinstance(value, dict):
+                flatten(f"{name}__", value)
+            elif value is not None:
+                env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    flatten(ENV_PREFIX, settings.model_dump(mode="json"))
+    return env

@@ -40,7 +40,14 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from activity_settings import KafkaSettings, Settings, StreamingSettings, TopicSettings, load_settings
+from activity_settings import (
+    KafkaSettings,
+    Settings,
+    StreamingSettings,
+    TopicSettings,
+    load_settings,
+    settings_environment,
+)
 from bench.common import bench_stack, machine, print_result
 from infra.topics import ensure_topics, topic_offsets
 from streaming.job import StreamPaths
@@ -171,24 +178,8 @@ class Freshness:
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment for `activity stream run` with exactly these settings (like tests' env_for)."""
-    kafka = settings.kafka
-    env = dict(os.environ)
-    env.update({
-        "ACTIVITY_DATA_DIR": str(settings.data_dir),
-        "ACTIVITY_KAFKA__PARTITIONS": str(kafka.partitions),
-        "ACTIVITY_KAFKA__TOPICS__TRANSACTIONS": kafka.topics.transactions,
-        "ACTIVITY_KAFKA__TOPICS__DLQ": kafka.topics.dlq,
-        "ACTIVITY_KAFKA__TOPICS__PREDICTIONS": kafka.topics.predictions,
-        "ACTIVITY_SPARK__MASTER": settings.spark.master,
-        "ACTIVITY_SPARK__DRIVER_MEMORY": settings.spark.driver_memory,
-    })
-    if kafka.embedded:
-        env["ACTIVITY_KAFKA__PORT"] = str(kafka.port)
-        env["ACTIVITY_KAFKA__CONTROLLER_PORT"] = str(kafka.controller_port)
-    for key, value in settings.streaming.model_dump().items():
-        env[f"ACTIVITY_STREAMING__{key.upper()}"] = str(value)
-    return env
+    """Environment for `activity stream run` with exactly these settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")} | settings_environment(settings)
 
 
 def live_encode(chunk: pa.Table) -> list[bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from activity_settings import KafkaSettings, Settings, load_settings
+from activity_settings import KafkaSettings, Settings, load_settings, settings_environment
 
 
 def free_port() -> int:
@@ -28,14 +28,9 @@ def stack_settings(data_dir: Path) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes a CLI subprocess use ``settings``' data directory and ports."""
+    """Environment that makes a CLI subprocess use exactly ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")}
-    env.update({
-        "ACTIVITY_DATA_DIR": str(settings.data_dir),
-        "ACTIVITY_KAFKA__PORT": str(settings.kafka.port),
-        "ACTIVITY_KAFKA__CONTROLLER_PORT": str(settings.kafka.controller_port),
-    })
-    return env
+    return env | settings_environment(settings)
 
 
 @pytest.fixture(scope="session")

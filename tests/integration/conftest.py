@@ -22,21 +22,3 @@ def isolated(settings: Settings, data_dir: Path, **streaming: object) -> Setting
     })
     ensure_topics(isolated_settings.kafka)
     return isolated_settings
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    """Environment for a CLI subprocess with exactly these settings."""
-    from tests.conftest import settings_env
-
-    env = settings_env(settings)
-    topics = settings.kafka.topics
-    env.update({
-        "ACTIVITY_KAFKA__TOPICS__TRANSACTIONS": topics.transactions,
-        "ACTIVITY_KAFKA__TOPICS__DLQ": topics.dlq,
-        "ACTIVITY_KAFKA__TOPICS__PREDICTIONS": topics.predictions,
-        "ACTIVITY_SPARK__MASTER": settings.spark.master,
-        "ACTIVITY_SPARK__DRIVER_MEMORY": settings.spark.driver_memory,
-    })
-    for key, value in settings.streaming.model_dump().items():
-        env[f"ACTIVITY_STREAMING__{key.upper()}"] = str(value)
-    return env

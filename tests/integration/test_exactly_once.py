@@ -24,13 +24,14 @@ from streaming.backfill import rebuild_history, topic_events
 from streaming.job import StreamPaths
 from streaming.publish import publish_simulation
 from streaming.simulator import make_population
-from tests.integration.conftest import env_for, isolated
+from tests.conftest import settings_env
+from tests.integration.conftest import isolated
 
 pytestmark = pytest.mark.integration
 
 
 def start_stream(settings: Settings, log: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "activity", "stream", "run", *args], env=env_for(settings),
+    return subprocess.Popen([sys.executable, "-m", "activity", "stream", "run", *args], env=settings_env(settings),
                             stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -74,3 +74,13 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACTIVITY_CONFIG", "/nonexistent/activity.yaml")
     with pytest.raises(SettingsError, match="ACTIVITY_CONFIG"):
         load_settings()
+
+
+def test_settings_environment_reproduces_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from activity_settings import settings_environment
+
+    original = load_settings(data_dir=tmp_path / "data", kafka={"port": 29999, "topics": {"dlq": "bad-events"}},
+                             streaming={"fail_on_data_loss": False, "trigger_interval_s": 0.5})
+    for name, value in settings_environment(original).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original
