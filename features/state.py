@@ -104,7 +104,7 @@ def _well_formed(value: bytes) -> bool:
     if len(value) < h:
         return False
     version, active_days = struct.unpack_from("<hh", value)  # the header's first two fields
-    return version == STATE_VERSION and len(value) == h + active_days * DAY_DTYPE.itemsize
+    return version in (0, STATE_VERSION) and len(value) == h + active_days * DAY_DTYPE.itemsize  # 0: never seen
 
 
 def decode_states(values: Sequence[bytes | None], strict: bool = True) -> np.ndarray:

@@ -85,14 +85,12 @@ class FeatureWriter:
     def open(cls, settings: Settings) -> FeatureWriter:
         return cls(open_feature_store(settings), repo_dir(settings) / OFFLINE_DIR)
 
-    def write(self, states: pd.DataFrame, batch_id: int, genesis: pd.DataFrame | None = None) -> None:
-        """One micro-batch: offline first (a file named by the batch, so a re-run replaces it), then online.
-
-        ``genesis`` rows (empty states at 1970-01-01 for new customers) go offline only.
-        """
+    def write(self, states: pd.DataFrame, batch_id: int, offline: pd.DataFrame | None = None) -> None:
+        """One micro-batch: ``offline`` rows (default: ``states``) to a file named by the batch, so a
+        re-run replaces it, and ``states`` (the customers' latest) online."""
         if states.empty:
             return
-        offline = states if genesis is None or genesis.empty else pd.concat([genesis, states], ignore_index=True)
+        offline = states if offline is None else offline
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-offline") as pool:
             written = pool.submit(self.write_offline, offline, f"stream-{batch_id:012d}")  # compresses off the GIL
             self.write_online(states)

@@ -47,6 +47,15 @@ class MergeResult:
     new: np.ndarray  # row numbers of customers seen for the first time
     too_late: pd.DataFrame  # (customer_id, day) partials older than the customer's history
 
+    @staticmethod
+    def combine(results: list[MergeResult]) -> MergeResult:
+        if not results:
+            none = np.empty(0, dtype=np.int64)
+            return MergeResult(none, none, pd.DataFrame({ENTITY_KEY: [], "day": []}))
+        return MergeResult(np.unique(np.concatenate([r.changed for r in results])),
+                           np.unique(np.concatenate([r.new for r in results])),
+                           pd.concat([r.too_late for r in results], ignore_index=True))
+
 
 class ActivityHistory:
     """Growable, vectorized store of every customer's last ``HISTORY_DAYS`` of activity."""

@@ -29,7 +29,7 @@ from activity_settings import Settings
 from features.store import FeatureWriter
 from streaming import metrics
 from streaming.aggregate import daily_partials, event_day
-from streaming.history import PARTIAL_COLUMNS
+from streaming.history import PARTIAL_COLUMNS, MergeResult
 from streaming.parse import PARSED_DDL, parse_records
 from streaming.schema import ErrorCode
 from streaming.stream_state import SECONDS_PER_DAY, BatchLog, StreamState
@@ -122,7 +122,7 @@ class MicroBatch:
 
     def __post_init__(self) -> None:
         lateness = self.settings.streaming.allowed_lateness_hours * 3600
-        self.state = StreamState.recover(self.paths.state, lateness)
+        self.state = StreamState.recover(self.paths.state, lateness, last_committed_batch(self.paths.checkpoint))
         log.info("recovered stream state through batch %s (%s customers)", self.state.applied_batch,
                  self.state.history.size)
 
@@ -147,37 +147,44 @@ class MicroBatch:
             phases[name] = round(now - clock[0], 3)
             clock[0] = now
 
+        if batch_id != self.state.applied_batch + 1:
+            raise RuntimeError(f"batch {batch_id} does not follow the stream state's batch {self.state.applied_batch}")
+        if batch_id and batch_id % self.settings.streaming.snapshot_every_batches == 0:
+            self.state.snapshot()  # every applied batch is committed now: Spark started the next one
         valid = parsed.where(F.col("error_code").isNull())
-        replay = batch_id <= self.state.applied_batch
-        batch_log = self.state.read_log(batch_id) if replay else None
+        batch_log = self.state.read_log(batch_id)  # present when Spark re-runs a batch it did not commit
+        replay = batch_log is not None
         if batch_log is None:
             batch_log = self._decide(parsed, batch_id, lap)
             self.state.write_log(batch_log)
-            merged = self.state.apply(batch_log)
-            lap("log_and_merge")
-            changed, too_late = merged.changed, len(merged.too_late)
-            self._record_late(batch_log, batch_id)
-        else:  # a re-run after a crash: the decisions are in the log and already applied
-            changed = self.state.history.rows_of(pd.unique(batch_log.partials["customer_id"]).tolist())
-            too_late = 0
+        history = self.state.history
+        created = pd.Timestamp.now(tz="UTC")
+        days: list[pd.DataFrame] = []
+
+        def end_of_day(result: MergeResult) -> None:  # one offline state per customer and event day
+            days.append(history.export(result.changed, created=created))
+
+        multi_day = batch_log.partials["day"].nunique() > 1
+        merged = self.state.apply(batch_log, on_day=end_of_day if multi_day else None)
+        days.insert(0, history.genesis(history.rows_of(batch_log.new["customer_id"].tolist())))
+        lap("log_and_merge")
+        changed, too_late = merged.changed, len(merged.too_late)
+        self._record_late(batch_log, batch_id)
         # The Spark sinks (dead letters, archive) run in a thread while this one encodes and
         # writes the feature states: all are idempotent per batch id, and all finish before
         # the batch returns, so Spark commits the batch only once everything is written.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks") as pool:
             rejected_future = pool.submit(self._send_dead_letters, parsed, batch_log, batch_id)
             archived = pool.submit(self._archive, self._accepted(valid, batch_log.duplicates), batch_id)
-            history = self.state.history
-            genesis = history.genesis(history.rows_of(batch_log.new["customer_id"].tolist()))
-            states = history.export(changed)
+            states = history.export(changed, created=created)
+            offline = pd.concat([*days, states] if not multi_day else days, ignore_index=True)
             lap("export")
-            self.writer.write(states, batch_id, genesis)
+            self.writer.write(states, batch_id, offline)
             lap("feast_write")
             rejected = rejected_future.result()
             archived.result()
             lap("spark_sinks_wait")
         written = time.time()
-        if (batch_id + 1) % self.settings.streaming.snapshot_every_batches == 0:
-            self.state.snapshot()
         meta = batch_log.meta
         return {
             "batch_id": batch_id, "started": started, "written_at": written, "replayed": replay,
@@ -281,6 +288,12 @@ class MicroBatch:
         target = self.paths.archive / f"batch={batch_id:012d}"
         (accepted.select(*ARCHIVE_COLUMNS).withColumn("day", event_day())
          .write.mode("overwrite").partitionBy("day").parquet(str(target)))
+
+
+def last_committed_batch(checkpoint: Path) -> int:
+    """The newest batch id Spark's checkpoint records as committed (-1 for none)."""
+    commits = [int(p.name) for p in (checkpoint / "commits").glob("*") if p.name.isdigit()]
+    return max(commits, default=-1)
 
 
 def _age_percentile(event_s: np.ndarray, q: float) -> float | None:

@@ -1,10 +1,11 @@
 """The streaming job's durable driver-side state: history, duplicate index and watermark.
 
 Every micro-batch's decisions (which rows were duplicates, the partial aggregates it added)
-are written to a batch log *before* they are applied or sent anywhere. Spark re-runs an
-unfinished batch with the same offsets after a crash, so a re-run finds its log, applies
-nothing twice and repeats only the idempotent writes. Logs are compacted into a snapshot
-every few batches. Together with Spark's checkpoint this makes a kill -9 harmless.
+are written to a batch log *before* they are applied or sent anywhere. On restart the state is
+rebuilt from a snapshot and the logs of the batches Spark committed; Spark re-runs the batch it
+had not committed, with the same offsets, and that run applies the batch from its log and
+repeats the idempotent writes. Logs are compacted into a snapshot every few batches. Together
+with Spark's checkpoint this makes a kill -9 harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,18 +93,31 @@ class StreamState:
                   for name in _FRAMES}
         return BatchLog(batch_id=batch_id, meta=json.loads((directory / "meta.json").read_text()), **frames)
 
-    def apply(self, log: BatchLog) -> MergeResult:
-        """Fold a logged batch into the state (exactly once per batch id)."""
+    def apply(self, log: BatchLog, on_day: Callable[[MergeResult], None] | None = None) -> MergeResult:
+        """Fold a logged batch into the state (exactly once per batch id).
+
+        With ``on_day``, the batch's days are merged one at a time, in day order, and ``on_day``
+        sees each day's result while the history stands at the end of that day: that is how
+        the stream writes one offline state per customer and event day, as the backfill does.
+        """
         if log.batch_id <= self.applied_batch:
             raise ValueError(f"batch {log.batch_id} was already applied (state is at {self.applied_batch})")
         self.seen.update(zip(log.accepted["transaction_id"].tolist(), log.accepted["day"].tolist(), strict=True))
-        result = self.history.merge(log.partials)
+        if on_day is None:
+            result = self.history.merge(log.partials)
+        else:
+            results = []
+            for _, day_partials in log.partials.groupby("day", sort=True):
+                results.append(self.history.merge(day_partials))
+                on_day(results[-1])
+            result = MergeResult.combine(results)
         self.max_event_s = max(self.max_event_s, float(log.meta.get("max_event_s", float("-inf"))))
         self.applied_batch = log.batch_id
         return result
 
     def snapshot(self) -> None:
-        """Compact: persist the whole state, then drop the logs it contains but the newest."""
+        """Compact: persist the whole state, then drop the logs it contains. Call it only when every
+        applied batch is committed (at the start of a batch, the previous one is)."""
         horizon_day = int(self.watermark_s // SECONDS_PER_DAY) - 1 if np.isfinite(self.watermark_s) else None
         if horizon_day is not None:
             self.seen = {tid: day for tid, day in self.seen.items() if day >= horizon_day}
@@ -112,15 +127,15 @@ class StreamState:
             pickle.dump({"history": self.history, "seen": self.seen, "max_event_s": self.max_event_s,
                          "applied_batch": self.applied_batch}, handle, protocol=pickle.HIGHEST_PROTOCOL)
         temporary.replace(target)
-        # The newest log stays: Spark may still re-run that batch (if it dies before committing
-        # it), and the re-run replays its writes from the log.
         for directory in (self.directory / "batches").glob("*"):
-            if directory.name.isdigit() and int(directory.name) < self.applied_batch:
+            if directory.name.isdigit() and int(directory.name) <= self.applied_batch:
                 shutil.rmtree(directory, ignore_errors=True)
 
     @classmethod
-    def recover(cls, directory: Path, lateness_s: float) -> StreamState:
-        """The state as of the last logged batch: snapshot + newer logs, in batch order."""
+    def recover(cls, directory: Path, lateness_s: float, committed_through: int) -> StreamState:
+        """The state after batch ``committed_through`` (the last one Spark committed): the
+        snapshot plus the newer logs up to it. A logged batch Spark did not commit is left for
+        Spark to run again; that run applies it from its log."""
         directory.mkdir(parents=True, exist_ok=True)
         state = cls(directory=directory, lateness_s=lateness_s)
         snapshot = directory / "snapshot.pickle"
@@ -130,8 +145,11 @@ class StreamState:
             state.history, state.seen = saved["history"], saved["seen"]
             state.max_event_s, state.applied_batch = saved["max_event_s"], saved["applied_batch"]
         logs = sorted(int(p.name) for p in (directory / "batches").glob("*") if p.name.isdigit())
+        if state.applied_batch > committed_through:
+            raise RuntimeError(f"the stream state in {directory} is ahead of Spark's checkpoint "
+                               f"({state.applied_batch} > {committed_through}): remove both to start over")
         for batch_id in logs:
-            if batch_id > state.applied_batch:
+            if state.applied_batch < batch_id <= committed_through:
                 log = state.read_log(batch_id)
                 if log is not None:
                     state.apply(log)

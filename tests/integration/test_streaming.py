@@ -149,6 +149,29 @@ def test_backfill_from_the_archive_rebuilds_the_same_online_state(streamed: dict
         np.testing.assert_allclose(before[name], after[name], rtol=1e-9, err_msg=name)
 
 
+def test_training_set_features_use_nothing_after_as_of(streamed: dict) -> None:
+    from training.dataset import labelled_entities, training_set
+    from training.labels import LabelPolicy
+
+    settings: Settings = streamed["settings"]
+    archive = pd.read_parquet(StreamPaths.of(settings).archive, columns=["customer_id", "event_time"])
+    archive["event_time"] = pd.to_datetime(archive["event_time"], utc=True)
+    archive["day"] = (archive["event_time"].astype("int64") // 10**9 // 86_400).astype("int64")
+    daily = archive.groupby(["customer_id", "day"]).size().rename("count").reset_index()
+    entities = labelled_entities(daily, LabelPolicy(horizon_days=14), grid_days=7)
+    assert set(entities["label"]) == {"decline", "stable", "growth"}
+    sample = entities.sample(300, random_state=4).reset_index(drop=True)
+    frame = training_set(FeatureWriter.open(settings).store, sample)
+    assert len(frame) == len(sample) and list(frame["label"]) == list(sample["label"])
+    events = archive.groupby("customer_id")
+    for row in frame.itertuples(index=False):
+        own = events.get_group(row.customer_id)
+        as_of_day = int(row.event_timestamp.timestamp()) // 86_400
+        known = own[own["event_time"] <= row.event_timestamp]
+        assert row.tx_count_30d == (known["day"] > as_of_day - 30).sum(), row.customer_id
+        assert row.tx_count_7d == (known["day"] > as_of_day - 7).sum(), row.customer_id
+
+
 def test_metrics_endpoint_reports_the_stream(streamed: dict) -> None:
     import urllib.request
 

@@ -36,33 +36,37 @@ def log_and_apply(state: StreamState, log: BatchLog) -> None:
 
 
 def test_recovery_replays_logs_after_the_snapshot(tmp_path: Path) -> None:
-    state = StreamState.recover(tmp_path, lateness_s=2 * DAY)
+    state = StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=-1)
     log_and_apply(state, batch(0, "a", 20_000, ["t1", "t2"]))
     log_and_apply(state, batch(1, "b", 20_001, ["t3"]))
     state.snapshot()
     log_and_apply(state, batch(2, "a", 20_002, ["t4"]))
-    recovered = StreamState.recover(tmp_path, lateness_s=2 * DAY)
+    recovered = StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=2)
     assert recovered.applied_batch == 2
     assert set(recovered.seen) == {"t1", "t2", "t3", "t4"}
     rows = recovered.history.rows_of(["a", "b"])
     assert recovered.history.total_count[rows].tolist() == [3, 1]
 
 
-def test_the_newest_batch_stays_replayable_after_a_snapshot(tmp_path: Path) -> None:
-    """Spark re-runs a batch it did not commit; its log must survive the snapshot taken in it."""
-    state = StreamState.recover(tmp_path, lateness_s=2 * DAY)
+def test_an_uncommitted_batch_is_left_for_spark_to_run_again(tmp_path: Path) -> None:
+    """Spark re-runs the batch it did not commit; recovery must not apply it, the re-run does."""
+    state = StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=-1)
     log_and_apply(state, batch(0, "a", 20_000, ["t1"]))
-    log_and_apply(state, batch(1, "a", 20_001, ["t2"]))
-    state.snapshot()
-    recovered = StreamState.recover(tmp_path, lateness_s=2 * DAY)
-    assert recovered.read_log(1) is not None and recovered.read_log(0) is None
-    assert recovered.applied_batch == 1
+    log_and_apply(state, batch(1, "a", 20_001, ["t2"]))  # logged and applied, then the process died
+    recovered = StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=0)
+    assert recovered.applied_batch == 0 and "t2" not in recovered.seen
+    days = []
+    recovered.apply(recovered.read_log(1), on_day=days.append)  # the re-run, from the log
+    assert recovered.history.total_count[recovered.history.rows_of(["a"])].tolist() == [2]
     with pytest.raises(ValueError, match="already applied"):
         recovered.apply(recovered.read_log(1))
+    recovered.snapshot()  # through batch 1; a checkpoint that lost its commits no longer matches
+    with pytest.raises(RuntimeError, match="ahead of Spark's checkpoint"):
+        StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=0)
 
 
 def test_duplicates_are_earlier_ids_and_repeats_within_the_batch(tmp_path: Path) -> None:
-    state = StreamState.recover(tmp_path, lateness_s=2 * DAY)
+    state = StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=-1)
     log_and_apply(state, batch(0, "a", 20_000, ["t1"]))
     verdict = state.classify(np.array(["t1", "t2", "t2", "t3"], dtype=object),
                              np.array([20_000 * DAY, 20_000 * DAY, 20_000 * DAY, 19_990 * DAY], dtype=float))

@@ -1,0 +1,53 @@
+"""Labels and time splits: pure logic on small hand-made histories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.dataset import split_by_time
+from training.labels import LabelPolicy, as_of_grid, label_activity_change
+
+D0 = 20_000
+
+
+def daily(rows: list[tuple[str, int, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["customer_id", "day", "count"])
+
+
+def test_labels_compare_the_next_horizon_with_the_previous_one() -> None:
+    policy = LabelPolicy(horizon_days=10, decline_below=-0.3, growth_above=0.3)
+    history = daily([
+        ("grower", D0 + 1, 2), ("grower", D0 + 12, 9),
+        ("decliner", D0 + 2, 8), ("decliner", D0 + 15, 1),
+        ("steady", D0 + 3, 4), ("steady", D0 + 13, 4),
+        ("newcomer", D0 + 11, 3),
+    ])
+    labels = label_activity_change(history, np.array([D0 + 10]), policy).set_index("customer_id")
+    assert labels.loc["grower", "label"] == "growth" and labels.loc["grower", "previous"] == 2
+    assert labels.loc["decliner", "label"] == "decline" and labels.loc["decliner", "next"] == 1
+    assert labels.loc["steady", "label"] == "stable" and labels.loc["steady", "change"] == 0
+    assert "newcomer" not in labels.index  # not seen before as_of
+    assert (labels["event_timestamp"] == pd.Timestamp((D0 + 10) * 86_400, unit="s", tz="UTC")).all()
+
+
+def test_events_on_the_as_of_day_count_as_next() -> None:
+    policy = LabelPolicy(horizon_days=5)
+    history = daily([("a", D0, 1), ("a", D0 + 5, 7)])
+    row = label_activity_change(history, np.array([D0 + 5]), policy).iloc[0]
+    assert (row["previous"], row["next"]) == (1, 7)
+
+
+def test_grid_leaves_a_full_horizon_before_and_after() -> None:
+    policy = LabelPolicy(horizon_days=30)
+    grid = as_of_grid(D0, D0 + 120, policy, grid_days=7)
+    assert grid[0] == D0 + 30 and grid[-1] + 30 - 1 <= D0 + 120
+    assert (np.diff(grid) == 7).all()
+
+
+def test_time_split_keeps_a_horizon_between_splits() -> None:
+    days = np.arange(D0, D0 + 400, 7)
+    split = split_by_time(days, horizon_days=30)
+    assert len(split.train) and len(split.validation) and len(split.test)
+    assert split.train.max() + 30 <= split.validation.min()
+    assert split.validation.max() + 30 <= split.test.min()
