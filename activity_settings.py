@@ -125,6 +125,19 @@ class FeatureStoreSettings(_Section):
     state_ttl_days: int = Field(default=3650, ge=1, description="How far back the point-in-time join looks.")
 
 
+class TrainingSettings(_Section):
+    """Labels and training sets (the trainer itself is being built)."""
+
+    horizon_days: int = Field(default=30, ge=1, le=180, description="Window compared before and after as_of.")
+    decline_below: float = Field(
+        default=-0.3, lt=0, description="log1p(next) - log1p(previous) at or below this: decline."
+    )
+    growth_above: float = Field(
+        default=0.3, gt=0, description="log1p(next) - log1p(previous) at or above this: growth."
+    )
+    grid_days: int = Field(default=7, ge=1, description="Spacing of the as_of dates in a training set.")
+
+
 class SimulationSettings(_Section):
     """Defaults of the synthetic population; each can be overridden per command."""
 
@@ -150,6 +163,7 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     streaming: StreamingSettings = StreamingSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @classmethod
     def settings_customise_sources(

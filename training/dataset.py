@@ -1,0 +1,59 @@
+"""Point-in-time training sets from Feast, split by time with a horizon-long gap.
+
+Labels come from the raw archive (every accepted event); features come from Feast's
+point-in-time join through the feature service, so each row sees only what was known at its
+``as_of``. The trainer (being built) fits on the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.state import ENTITY_KEY, EVENT_TIMESTAMP
+from features.store import historical_features
+from features.transform import FEATURE_NAMES
+from training.labels import LabelPolicy, as_of_grid, label_activity_change
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    train: np.ndarray  # as_of epoch days
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def split_by_time(as_of_days: np.ndarray, horizon_days: int, shares: tuple[float, float] = (0.2, 0.2)) -> TimeSplit:
+    """Latest days for test, the ones before for validation, the rest for training.
+
+    A day is dropped from a split when its label window (``horizon_days`` after it) reaches the
+    next split's first day, so no label overlaps the period a later split is evaluated on.
+    """
+    days = np.unique(as_of_days)
+    n = len(days)
+    test_start = days[max(0, n - max(1, int(round(n * shares[1]))))]
+    validation_start = days[max(0, np.searchsorted(days, test_start) - max(1, int(round(n * shares[0]))))]
+    validation = days[(days >= validation_start) & (days + horizon_days <= test_start)]
+    train = days[days + horizon_days <= validation_start]
+    return TimeSplit(train=train, validation=validation, test=days[days >= test_start])
+
+
+def labelled_entities(daily: pd.DataFrame, policy: LabelPolicy, grid_days: int) -> pd.DataFrame:
+    """Labels on the as_of grid that fits the data in ``daily`` (customer_id, day, count)."""
+    grid = as_of_grid(int(daily["day"].min()), int(daily["day"].max()), policy, grid_days)
+    return label_activity_change(daily, grid, policy)
+
+
+def training_set(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa: ANN001 - feast.FeatureStore
+    """Features at each row's as_of joined to its labels (rows are unique per customer and time)."""
+    keys = entities[[ENTITY_KEY, EVENT_TIMESTAMP]]
+    if keys.duplicated().any():
+        raise ValueError("entity rows must be unique per (customer_id, event_timestamp): Feast merges duplicates")
+    features = historical_features(store, keys)
+    merged = entities.merge(features[[ENTITY_KEY, EVENT_TIMESTAMP, *FEATURE_NAMES]], on=[ENTITY_KEY, EVENT_TIMESTAMP],
+                            how="left", validate="one_to_one")
+    if len(merged) != len(entities) or merged[list(FEATURE_NAMES)].isna().any().any():
+        raise RuntimeError("the feature store returned fewer rows than asked for")
+    return merged

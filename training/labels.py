@@ -1,0 +1,83 @@
+"""Labels: will a customer grow, hold or cut back their activity over the next horizon?
+
+For a customer at ``as_of``, the change is ``log1p(next) - log1p(previous)`` where ``next`` and
+``previous`` count the transactions in the ``horizon`` days after and before ``as_of``;
+``decline`` at or below ``decline_below``, ``growth`` at or above ``growth_above``, else ``stable``.
+Everything here is pure: daily counts in, labelled entity rows out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+CLASSES = ("decline", "stable", "growth")
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    horizon_days: int = 30
+    decline_below: float = -0.3
+    growth_above: float = 0.3
+
+    def classify(self, change: np.ndarray) -> np.ndarray:
+        """Class index (into ``CLASSES``) per change."""
+        return np.where(change <= self.decline_below, 0, np.where(change >= self.growth_above, 2, 1))
+
+
+def as_of_grid(first_day: int, last_day: int, policy: LabelPolicy, grid_days: int) -> np.ndarray:
+    """Epoch days usable as ``as_of``: a full horizon of history before and of outcome after.
+
+    ``last_day`` is the last day with complete data; an as_of day ``d`` stands for 00:00 UTC of
+    ``d``, so its "next" window is days ``d .. d + horizon - 1``.
+    """
+    start = first_day + policy.horizon_days
+    end = last_day - policy.horizon_days + 1
+    return np.arange(start, end + 1, grid_days, dtype=np.int64)
+
+
+def label_activity_change(daily: pd.DataFrame, as_of_days: np.ndarray, policy: LabelPolicy) -> pd.DataFrame:
+    """Entity rows with labels for every customer seen before each as_of day.
+
+    ``daily`` has ``customer_id, day, count`` (one row per active customer-day). Returns
+    ``customer_id, event_timestamp (as_of, UTC), previous, next, change, label, label_index``.
+    """
+    horizon = policy.horizon_days
+    customers, customer_index = np.unique(daily["customer_id"].to_numpy(dtype=object), return_inverse=True)
+    day = daily["day"].to_numpy(dtype=np.int64)
+    counts = daily["count"].to_numpy(dtype=np.float64)
+    if len(day) == 0 or len(as_of_days) == 0:
+        return _empty()
+    origin = int(min(day.min(), as_of_days.min() - horizon))
+    span = int(max(day.max(), as_of_days.max() + horizon)) - origin + 1
+    # cumulative counts per customer: cum[c, k] = transactions before day origin + k
+    matrix = np.zeros((len(customers), span + 1))
+    np.add.at(matrix, (customer_index, day - origin + 1), counts)
+    cumulative = np.cumsum(matrix, axis=1)
+    first_seen = np.full(len(customers), np.iinfo(np.int64).max)
+    np.minimum.at(first_seen, customer_index, day)
+    frames = []
+    for as_of in as_of_days.tolist():
+        k = as_of - origin
+        seen = first_seen < as_of
+        previous = cumulative[seen, k] - cumulative[seen, k - horizon]
+        upcoming = cumulative[seen, k + horizon] - cumulative[seen, k]
+        change = np.log1p(upcoming) - np.log1p(previous)
+        index = policy.classify(change)
+        frames.append(pd.DataFrame({
+            "customer_id": customers[seen],
+            "event_timestamp": pd.Timestamp(as_of * SECONDS_PER_DAY, unit="s", tz="UTC"),
+            "previous": previous, "next": upcoming, "change": change,
+            "label": np.asarray(CLASSES, dtype=object)[index], "label_index": index,
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else _empty()
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": pd.Series(dtype=object),
+                         "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+                         "previous": [], "next": [], "change": [], "label": pd.Series(dtype=object),
+                         "label_index": pd.Series(dtype=np.int64)})
