@@ -50,7 +50,7 @@ from activity_settings import (
 )
 from bench.common import bench_stack, machine, print_result
 from infra.topics import ensure_topics, topic_offsets
-from streaming.job import StreamPaths
+from streaming.paths import StreamPaths
 from streaming.publish import Pace, encode_simulated, publish_simulation, publish_tables
 from streaming.schema import FIELDS
 from streaming.simulator import Population, make_population, simulate

@@ -20,7 +20,8 @@ from activity_settings import Settings
 from features.store import FeatureWriter
 from streaming.aggregate import daily_partials
 from streaming.history import ActivityHistory
-from streaming.job import StreamPaths, parse, spark_kafka_options
+from streaming.job import parse, spark_kafka_options
+from streaming.paths import StreamPaths
 
 EVENT_COLUMNS = ("transaction_id", "customer_id", "amount", "currency", "event_time", "merchant_id",
                  "merchant_category", "channel")

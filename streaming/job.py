@@ -31,6 +31,7 @@ from streaming import metrics
 from streaming.aggregate import daily_partials, event_day
 from streaming.history import PARTIAL_COLUMNS, MergeResult
 from streaming.parse import PARSED_DDL, parse_records
+from streaming.paths import StreamPaths
 from streaming.schema import ErrorCode
 from streaming.stream_state import SECONDS_PER_DAY, BatchLog, StreamState
 
@@ -38,39 +39,6 @@ log = logging.getLogger("activity.stream")
 
 ARCHIVE_COLUMNS = ("transaction_id", "customer_id", "amount", "currency", "event_time", "merchant_id",
                    "merchant_category", "channel", "partition", "offset")
-
-
-@dataclass(frozen=True)
-class StreamPaths:
-    root: Path
-
-    @classmethod
-    def of(cls, settings: Settings) -> StreamPaths:
-        return cls(settings.home / "stream")
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def archive(self) -> Path:
-        return self.root / "archive"
-
-    @property
-    def dlq_markers(self) -> Path:
-        return self.root / "dlq-sent"
-
-    @property
-    def late(self) -> Path:
-        return self.root / "late"
-
-    @property
-    def progress(self) -> Path:
-        return self.root / "progress.jsonl"
 
 
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:

@@ -18,7 +18,8 @@ from infra.kafka_broker import metadata_ready
 from infra.spark import spark_session
 from infra.topics import topic_offsets
 from streaming import metrics
-from streaming.job import MicroBatch, StreamPaths, read_kafka
+from streaming.job import MicroBatch, read_kafka
+from streaming.paths import StreamPaths
 
 log = logging.getLogger("activity.stream")
 

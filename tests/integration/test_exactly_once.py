@@ -21,7 +21,7 @@ from features.repo import OFFLINE_DIR
 from features.state import STATE_FEATURE, decode_states
 from features.store import FeatureWriter, latest_offline_states, online_states, repo_dir
 from streaming.backfill import rebuild_history, topic_events
-from streaming.job import StreamPaths
+from streaming.paths import StreamPaths
 from streaming.publish import publish_simulation
 from streaming.simulator import make_population
 from tests.conftest import settings_env

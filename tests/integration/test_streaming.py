@@ -16,7 +16,7 @@ from activity_settings import Settings
 from features.store import FeatureWriter, historical_features, online_features
 from features.transform import FEATURE_NAMES
 from streaming.consume import read_topic
-from streaming.job import StreamPaths
+from streaming.paths import StreamPaths
 from streaming.publish import encode_simulated, publish_tables
 from streaming.runner import run_stream
 from streaming.schema import ErrorCode
