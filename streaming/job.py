@@ -189,7 +189,8 @@ class MicroBatch:
             "valid": int(len(keys)), "invalid": invalid, "duplicates": int(verdict.duplicate.sum()),
             "late": int((verdict.late & ~verdict.duplicate).sum()),
             "max_event_s": max(max_event, self.state.max_event_s), "watermark_s": self.state.watermark_s,
-            "freshness_p50_s": _age_percentile(accepted_s, 50), "freshness_p99_s": _age_percentile(accepted_s, 99),
+            "event_s_median": _event_time_percentile(accepted_s, 50),
+            "event_s_oldest_1pct": _event_time_percentile(accepted_s, 1),
         }
         index = self.state.history.index
         customers = pd.unique(partials["customer_id"]) if len(partials) else []
@@ -206,30 +207,32 @@ class MicroBatch:
         self.paths.late.mkdir(parents=True, exist_ok=True)
         batch_log.late.to_parquet(self.paths.late / f"batch={batch_id:012d}.parquet", index=False)
 
+    def _offsets(self, duplicates: pd.DataFrame) -> DataFrame:
+        """The duplicates' (partition, offset) pairs as a small DataFrame to join on."""
+        pairs = duplicates[["partition", "offset"]].astype({"partition": "int32"})
+        return F.broadcast(self.spark.createDataFrame(pairs))
+
     def _accepted(self, valid: DataFrame, duplicates: pd.DataFrame) -> DataFrame:
         if duplicates.empty:
             return valid
-        drop = self.spark.createDataFrame(duplicates[["partition", "offset"]].astype({"partition": "int32"}))
-        return valid.join(F.broadcast(drop), ["partition", "offset"], "left_anti")
+        return valid.join(self._offsets(duplicates), ["partition", "offset"], "left_anti")
 
     def _send_dead_letters(self, parsed: DataFrame, batch_log: BatchLog, batch_id: int) -> int:
         """Rejects and duplicates to the DLQ with their reason and source offset (once per batch)."""
         marker = self.paths.dlq_markers / f"{batch_id:012d}"
-        invalid = parsed.where(F.col("error_code").isNotNull())
-        if not batch_log.duplicates.empty:
-            dupes = self.spark.createDataFrame(batch_log.duplicates[["partition", "offset"]]
-                                               .astype({"partition": "int32"}))
-            duplicate_rows = (parsed.join(F.broadcast(dupes), ["partition", "offset"])
-                              .withColumn("error_code", F.lit(ErrorCode.DUPLICATE_TRANSACTION.value))
-                              .withColumn("error_message", F.concat(F.lit("transaction_id "), F.col("transaction_id"),
-                                                                    F.lit(" was already accepted"))))
-            invalid = invalid.unionByName(duplicate_rows.select(*invalid.columns))
         if marker.exists():
             return int(marker.read_text() or 0)
         if batch_log.meta.get("invalid", 1) == 0 and batch_log.duplicates.empty:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("0")
             return 0
+        invalid = parsed.where(F.col("error_code").isNotNull())
+        if not batch_log.duplicates.empty:
+            duplicate_rows = (parsed.join(self._offsets(batch_log.duplicates), ["partition", "offset"])
+                              .withColumn("error_code", F.lit(ErrorCode.DUPLICATE_TRANSACTION.value))
+                              .withColumn("error_message", F.concat(F.lit("transaction_id "), F.col("transaction_id"),
+                                                                    F.lit(" was already accepted"))))
+            invalid = invalid.unionByName(duplicate_rows.select(*invalid.columns))
         dead = invalid.select(
             F.col("key"),
             F.col("value"),
@@ -264,12 +267,12 @@ def last_committed_batch(checkpoint: Path) -> int:
     return max(commits, default=-1)
 
 
-def _age_percentile(event_s: np.ndarray, q: float) -> float | None:
-    return None if len(event_s) == 0 else float(np.percentile(event_s, 100 - q))
+def _event_time_percentile(event_s: np.ndarray, q: float) -> float | None:
+    return None if len(event_s) == 0 else float(np.percentile(event_s, q))
 
 
 def _freshness(meta: dict[str, float], written: float) -> dict[str, float | None]:
-    """Event time -> online write, for the batch's median and 99th-percentile event."""
-    p50, p99 = meta.get("freshness_p50_s"), meta.get("freshness_p99_s")
-    return {"freshness_p50_s": None if p50 is None else written - p50,
-            "freshness_p99_s": None if p99 is None else written - p99}
+    """Event time -> online write: the median event's (p50) and the oldest 1 %'s (p99)."""
+    median, oldest = meta.get("event_s_median"), meta.get("event_s_oldest_1pct")
+    return {"freshness_p50_s": None if median is None else written - median,
+            "freshness_p99_s": None if oldest is None else written - oldest}
