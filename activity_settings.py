@@ -7,6 +7,7 @@ nested names, e.g. ``ACTIVITY_KAFKA__PARTITIONS=8``) > a YAML file (``ACTIVITY_C
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 from pathlib import Path
@@ -125,8 +126,23 @@ class FeatureStoreSettings(_Section):
     state_ttl_days: int = Field(default=3650, ge=1, description="How far back the point-in-time join looks.")
 
 
+class ModelSettings(_Section):
+    """Hyper-parameters of the RandomForest + XGBoost ensemble."""
+
+    forest_trees: int = Field(default=200, ge=1, le=5_000)
+    forest_max_depth: int | None = Field(default=14, ge=1, description="None = grow until leaves are pure.")
+    forest_min_samples_leaf: int = Field(default=10, ge=1)
+    forest_max_features: float = Field(default=0.5, gt=0, le=1, description="Share of features per split.")
+    booster_rounds: int = Field(default=300, ge=1, le=20_000)
+    booster_max_depth: int = Field(default=6, ge=1, le=32)
+    booster_learning_rate: float = Field(default=0.08, gt=0, le=1)
+    booster_subsample: float = Field(default=0.8, gt=0, le=1)
+    seed: int = 7
+    threads: int = Field(default=-1, description="-1 = every core.")
+
+
 class TrainingSettings(_Section):
-    """Labels and training sets (the trainer itself is being built)."""
+    """Labels, training sets, the models, the promotion gate and the retraining schedule."""
 
     horizon_days: int = Field(default=30, ge=1, le=180, description="Window compared before and after as_of.")
     decline_below: float = Field(
@@ -136,6 +152,46 @@ class TrainingSettings(_Section):
         default=0.3, gt=0, description="log1p(next) - log1p(previous) at or above this: growth."
     )
     grid_days: int = Field(default=7, ge=1, description="Spacing of the as_of dates in a training set.")
+    validation_share: float = Field(default=0.2, gt=0, lt=0.5, description="Share of as_of dates for validation.")
+    test_share: float = Field(default=0.2, gt=0, lt=0.5, description="Share of as_of dates (the latest) for test.")
+    max_rows: int | None = Field(
+        default=None, ge=1_000, description="Cap on labelled rows (a uniform sample of customers); None = all."
+    )
+    backend: Literal["local", "spark"] = Field(
+        default="local", description="local: scikit-learn + xgboost; spark: Spark ML + xgboost.spark."
+    )
+    model: ModelSettings = ModelSettings()
+    promotion_metric: Literal["roc_auc", "macro_f1"] = Field(
+        default="roc_auc", description="The challenger must beat the champion on this, on the same test window."
+    )
+    min_roc_auc: float = Field(default=0.6, ge=0, le=1, description="Guard: below this a model is never promoted.")
+    guard_baselines: list[Literal["persistence", "recency_frequency", "bg_nbd"]] = Field(
+        default=["persistence", "recency_frequency"],
+        description="Guard: baselines the model must beat on promotion_metric (all are reported either way).",
+    )
+    max_calibration_error: float = Field(default=0.1, gt=0, le=1, description="Guard: top-label ECE.")
+    reference_sample_rows: int = Field(default=5_000, ge=100, description="Training rows kept for drift checks.")
+    schedule: str = Field(default="0 3 * * *", description="Cron expression of `activity train schedule` (UTC).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
+
+
+class MlflowSettings(_Section):
+    """MLflow tracking and registry; by default a SQLite store under the data directory."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="e.g. http://mlflow:5000 or postgresql://...; None = sqlite in the data dir."
+    )
+    artifact_location: str | None = Field(default=None, description="Artifact root of new experiments.")
+    experiment: str = "customer-activity"
+    registered_model: str = Field(default="customer-activity", min_length=1)
 
 
 class SimulationSettings(_Section):
@@ -164,6 +220,7 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = StreamingSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     training: TrainingSettings = TrainingSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -227,6 +284,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             name = f"{prefix}{key.upper()}"
             if isinstance(value, dict):
                 flatten(f"{name}__", value)
+            elif isinstance(value, list):
+                env[name] = json.dumps(value)
             elif value is not None:
                 env[name] = str(value).lower() if isinstance(value, bool) else str(value)
 

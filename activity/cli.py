@@ -6,7 +6,7 @@ printed as one clear message with a non-zero exit code, never as a traceback.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +26,10 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(produce_app, name="produce")
 app.add_typer(topic_app, name="topic")
 app.add_typer(schema_app, name="schema")
+train_app = typer.Typer(help="Training: point-in-time sets from Feast, the ensemble, MLflow, the gate.",
+                        no_args_is_help=True)
 app.add_typer(stream_app, name="stream")
+app.add_typer(train_app, name="train")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -300,6 +303,120 @@ def _logging(cfg: Settings) -> None:
 
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------------------- train
+
+
+class _TrainingProgress:
+    """Shows each step of a training run as a line with a spinner, then its time."""
+
+    def __init__(self) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 console=console, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def step(self, name: str, detail: str = "") -> None:
+        self.tasks[name] = self.progress.add_task(f"{name:<10} {detail}", total=1)
+
+    def done(self, name: str, detail: str = "") -> None:
+        self.progress.update(self.tasks[name], completed=1)
+
+
+def _train_errors() -> tuple[type[Exception], ...]:
+    from training.data import NoTrainingData
+    from training.schedule import RunInProgress
+
+    return (*_known_errors(), NoTrainingData, RunInProgress, FileNotFoundError)
+
+
+def _train_once(cfg: Settings):  # noqa: ANN202 - TrainingOutcome
+    from training.pipeline import train
+    from training.schedule import exclusive_run
+
+    reporter = _TrainingProgress()
+    with exclusive_run(cfg), reporter.progress:
+        return train(cfg, reporter=reporter)
+
+
+def _print_outcome(outcome) -> None:  # noqa: ANN001 - TrainingOutcome
+    table = Table("model", "ROC-AUC", "macro-F1", "PR-AUC", "log loss", "ECE", "decline lift@10%",
+                  title=f"test window: {outcome.rows['test']:,} rows (train {outcome.rows['train']:,}, "
+                        f"validation {outcome.rows['validation']:,})")
+    rows = dict(outcome.metrics)
+    if outcome.champion_metrics is not None:
+        rows["current champion"] = outcome.champion_metrics
+    for name, m in rows.items():
+        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in
+                              ("roc_auc", "macro_f1", "pr_auc", "log_loss", "ece", "decline_lift_top_decile")),
+                      style="bold" if name == "ensemble" else None)
+    console.print(table)
+    colour = "green" if outcome.decision.promote else "yellow"
+    console.print(f"[{colour}]version {outcome.version} -> {outcome.decision.alias}[/{colour}]: "
+                  + "; ".join(outcome.decision.reasons))
+    console.print(f"[dim]MLflow run {outcome.run_id}[/dim]")
+
+
+@train_app.command("run")
+def train_run(
+    backend: Annotated[str | None, typer.Option(help="local or spark (default: training.backend).")] = None,
+) -> None:
+    """Train once: build the training set, fit, evaluate against baselines, register, and gate the champion."""
+    cfg = settings()
+    if backend is not None:
+        if backend not in ("local", "spark"):
+            raise fail(f"--backend must be local or spark, not {backend!r}")
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"backend": backend})})
+    try:
+        outcome = _train_once(cfg)
+    except _train_errors() as exc:
+        raise fail(f"training failed, the champion is unchanged: {exc}") from None
+    _print_outcome(outcome)
+
+
+@train_app.command("schedule")
+def train_schedule(
+    max_runs: Annotated[int | None, typer.Option(help="Stop after this many runs (default: run forever).")] = None,
+) -> None:
+    """Retrain on the cron schedule in training.schedule (UTC); runs never overlap; Ctrl-C stops."""
+    from training.schedule import run_schedule
+
+    cfg = settings()
+
+    def once():  # noqa: ANN202
+        outcome = _train_once(cfg)
+        _print_outcome(outcome)
+        return outcome
+
+    try:
+        run_schedule(cfg, once, max_runs=max_runs, on_event=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    except KeyboardInterrupt:
+        console.print("schedule stopped")
+
+
+@train_app.command("status")
+def train_status() -> None:
+    """The registered versions behind the champion and challenger aliases, with their test metrics."""
+    from mlflow.exceptions import MlflowException
+
+    from training import tracking
+
+    cfg = settings()
+    client = tracking.client(cfg)
+    table = Table("alias", "version", "created", "ROC-AUC", "macro-F1", "promotion")
+    for alias in (tracking.CHAMPION, tracking.CHALLENGER):
+        try:
+            version = client.get_model_version_by_alias(cfg.mlflow.registered_model, alias)
+        except MlflowException:
+            table.add_row(alias, "-", "", "", "", "")
+            continue
+        metrics = client.get_run(version.run_id).data.metrics
+        created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        table.add_row(alias, str(version.version), created, f"{metrics.get('roc_auc', float('nan')):.4f}",
+                      f"{metrics.get('macro_f1', float('nan')):.4f}", version.tags.get("promotion", ""))
+    console.print(table)
 
 
 # -------------------------------------------------------------------------------------- schema

@@ -26,18 +26,18 @@ class TimeSplit:
 
 
 def split_by_time(as_of_days: np.ndarray, horizon_days: int, shares: tuple[float, float] = (0.2, 0.2)) -> TimeSplit:
-    """Latest days for test, the ones before for validation, the rest for training.
+    """Latest days for test, the block before the gap for validation, the rest before its gap for training.
 
-    A day is dropped from a split when its label window (``horizon_days`` after it) reaches the
-    next split's first day, so no label overlaps the period a later split is evaluated on.
+    Each split ends a full horizon before the next one starts, so no label window (``horizon_days``
+    after its as_of) reaches the period a later split is evaluated on.
     """
     days = np.unique(as_of_days)
     n = len(days)
-    test_start = days[max(0, n - max(1, int(round(n * shares[1]))))]
-    validation_start = days[max(0, np.searchsorted(days, test_start) - max(1, int(round(n * shares[0]))))]
-    validation = days[(days >= validation_start) & (days + horizon_days <= test_start)]
-    train = days[days + horizon_days <= validation_start]
-    return TimeSplit(train=train, validation=validation, test=days[days >= test_start])
+    test = days[max(0, n - max(1, int(round(n * shares[1])))):]
+    eligible = days[days + horizon_days <= test.min()] if len(test) else days[:0]
+    validation = eligible[max(0, len(eligible) - max(1, int(round(n * shares[0])))):]
+    train = days[days + horizon_days <= validation.min()] if len(validation) else days[:0]
+    return TimeSplit(train=train, validation=validation, test=test)
 
 
 def labelled_entities(daily: pd.DataFrame, policy: LabelPolicy, grid_days: int) -> pd.DataFrame:

@@ -28,6 +28,15 @@ class LabelPolicy:
         return np.where(change <= self.decline_below, 0, np.where(change >= self.growth_above, 2, 1))
 
 
+def as_of_days(frame: pd.DataFrame) -> np.ndarray:
+    """Epoch day (UTC) of each row's ``event_timestamp`` (any datetime resolution): its ``as_of`` day.
+
+    Floors like ``features.transform`` does, so a mid-day request belongs to its calendar day.
+    """
+    stamps = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+
+
 def as_of_grid(first_day: int, last_day: int, policy: LabelPolicy, grid_days: int) -> np.ndarray:
     """Epoch days usable as ``as_of``: a full horizon of history before and of outcome after.
 
@@ -69,7 +78,7 @@ def label_activity_change(daily: pd.DataFrame, as_of_days: np.ndarray, policy: L
         index = policy.classify(change)
         frames.append(pd.DataFrame({
             "customer_id": customers[seen],
-            "event_timestamp": pd.Timestamp(as_of * SECONDS_PER_DAY, unit="s", tz="UTC"),
+            "event_timestamp": pd.Timestamp(as_of * SECONDS_PER_DAY, unit="s", tz="UTC").as_unit("ns"),
             "previous": previous, "next": upcoming, "change": change,
             "label": np.asarray(CLASSES, dtype=object)[index], "label_index": index,
         }))

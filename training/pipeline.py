@@ -1,0 +1,278 @@
+"""One training run: labels from the archive, features from Feast, fit, evaluate, log, register, gate.
+
+Every step reports to a ``Reporter`` (progress bars on the command line, nothing in tests). The
+champion alias only moves at the very end, after everything else succeeded, so a failed run
+leaves the current champion untouched; the MLflow run is marked FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from activity_settings import Settings
+from features.state import ENTITY_KEY
+from features.transform import FEATURE_NAMES
+from training.data import NoTrainingData, daily_counts, sample_customers
+from training.dataset import TimeSplit, labelled_entities, split_by_time, training_set
+from training.labels import CLASSES, SECONDS_PER_DAY, LabelPolicy, as_of_days
+from training.model import FittedModels, ModelParams, as_matrix
+
+STEPS = ("labels", "features", "fit", "baselines", "evaluate", "log", "gate")
+
+
+class Reporter:
+    """Receives the run's progress; the default says nothing."""
+
+    def step(self, name: str, detail: str = "") -> None:  # noqa: B027 - optional hook
+        pass
+
+    def done(self, name: str, detail: str = "") -> None:  # noqa: B027 - optional hook
+        pass
+
+
+@dataclass
+class TrainingData:
+    frame: pd.DataFrame  # entity rows + labels + the 28 features
+    split: TimeSplit
+    daily: pd.DataFrame  # customer_id, day, count (what the labels were computed from)
+    build_s: float = 0.0
+    retrieval_s: float = 0.0
+
+    def part(self, name: str) -> pd.DataFrame:
+        days = getattr(self.split, name)
+        return self.frame[np.isin(as_of_days(self.frame), days)].reset_index(drop=True)
+
+
+@dataclass
+class TrainingOutcome:
+    run_id: str
+    version: str
+    decision: Any  # training.gate.Decision
+    metrics: dict[str, dict[str, float]]  # model or baseline name -> metrics on the test window
+    champion_metrics: dict[str, float] | None
+    rows: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def policy_of(settings: Settings) -> LabelPolicy:
+    t = settings.training
+    return LabelPolicy(horizon_days=t.horizon_days, decline_below=t.decline_below, growth_above=t.growth_above)
+
+
+def params_of(settings: Settings) -> ModelParams:
+    return ModelParams(**settings.training.model.model_dump())
+
+
+def build_training_data(settings: Settings, store: Any = None, daily: pd.DataFrame | None = None) -> TrainingData:
+    """Labelled entity rows on the as_of grid, split by time, with their point-in-time features from Feast."""
+    from features.store import open_feature_store
+
+    started = time.perf_counter()
+    t = settings.training
+    policy = policy_of(settings)
+    daily = daily_counts(settings) if daily is None else daily
+    entities = labelled_entities(daily, policy, t.grid_days)
+    if entities.empty:
+        span = int(daily["day"].max() - daily["day"].min() + 1) if len(daily) else 0
+        raise NoTrainingData(f"{span} days of archived events: a training set needs at least "
+                             f"2 x training.horizon_days ({2 * policy.horizon_days}) days of history")
+    days = as_of_days(entities)
+    split = split_by_time(days, policy.horizon_days, (t.validation_share, t.test_share))
+    if len(split.train) == 0 or len(split.validation) == 0:
+        raise NoTrainingData(
+            f"{len(np.unique(days))} as_of dates are too few to split into train, validation and test "
+            f"with a gap of {policy.horizon_days} days: stream a longer history or shorten training.horizon_days")
+    used = np.concatenate([split.train, split.validation, split.test])
+    entities = entities[np.isin(days, used)].reset_index(drop=True)
+    if t.max_rows is not None and len(entities) > t.max_rows:
+        kept = sample_customers(entities[[ENTITY_KEY]].drop_duplicates(), t.max_rows / len(entities), t.model.seed)
+        entities = entities[entities[ENTITY_KEY].isin(kept[ENTITY_KEY])].reset_index(drop=True)
+        daily = daily[daily[ENTITY_KEY].isin(kept[ENTITY_KEY])].reset_index(drop=True)
+    entity_days = as_of_days(entities)
+    for name in ("train", "validation"):
+        present = set(entities.loc[np.isin(entity_days, getattr(split, name)), "label_index"].unique())
+        if len(present) < len(CLASSES):
+            missing = [CLASSES[i] for i in range(len(CLASSES)) if i not in present]
+            raise NoTrainingData(f"the {name} split has no {', '.join(missing)} rows: stream a longer or larger "
+                                 "history, or adjust training.decline_below / training.growth_above")
+    store = open_feature_store(settings) if store is None else store
+    retrieval_started = time.perf_counter()
+    frame = training_set(store, entities)
+    retrieval_s = time.perf_counter() - retrieval_started
+    data = TrainingData(frame=frame, split=split, daily=daily, retrieval_s=retrieval_s)
+    data.build_s = time.perf_counter() - started
+    return data
+
+
+def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
+    """The ensemble and its members, on the backend the settings choose."""
+    train, validation = data.part("train"), data.part("validation")
+    y_train, y_validation = train["label_index"].to_numpy(), validation["label_index"].to_numpy()
+    params = params_of(settings)
+    if settings.training.backend == "spark":
+        from training.spark_backend import fit_members_spark
+
+        forest, booster = fit_members_spark(settings, train, params)
+    else:
+        from training.model import fit_members
+
+        forest, booster = fit_members(as_matrix(train), y_train, params)
+    from training.model import combine
+
+    return combine(forest, booster, as_matrix(validation), y_validation, params)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str, reporter: Reporter, detail: str = "") -> Iterator[None]:
+    reporter.step(name, detail)
+    started = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - started
+    reporter.done(name, f"{timings[name]:.1f} s")
+
+
+def train(settings: Settings, reporter: Reporter | None = None, data: TrainingData | None = None) -> TrainingOutcome:
+    """One full run; raises (with the MLflow run marked FAILED) on any error, leaving the champion as it was."""
+    import mlflow
+
+    from training import tracking
+
+    reporter = reporter or Reporter()
+    timings: dict[str, float] = {}
+    experiment = tracking.experiment_id(settings)
+    with mlflow.start_run(experiment_id=experiment, run_name=time.strftime("train-%Y%m%d-%H%M%S")) as run:
+        try:
+            return _train(settings, reporter, data, timings, run.info.run_id)
+        except BaseException as exc:
+            mlflow.set_tag("failure", f"{type(exc).__name__}: {exc}"[:5_000])
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, timings: dict[str, float],
+           run_id: str) -> TrainingOutcome:
+    import mlflow
+
+    from training import tracking
+    from training.baselines import fit_baselines
+    from training.evaluate import evaluate
+    from training.gate import decide
+
+    if data is None:
+        with _timed(timings, "labels", reporter, "labels from the archive, features from Feast"):
+            data = build_training_data(settings)
+    timings["features"] = data.retrieval_s
+    train_rows, validation, test = data.part("train"), data.part("validation"), data.part("test")
+    rows = {"train": len(train_rows), "validation": len(validation), "test": len(test)}
+    backend = settings.training.backend
+    with _timed(timings, "fit", reporter, f"RandomForest + XGBoost on {rows['train']:,} rows ({backend})"):
+        fitted = fit_models(settings, data)
+    with _timed(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
+        fitted_baselines = fit_baselines(train_rows, validation, data.daily, policy_of(settings))
+        baselines = fitted_baselines.fitted
+        for name, reason in fitted_baselines.skipped.items():
+            mlflow.set_tag(f"baseline_{name}_skipped", reason[:5_000])
+    x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
+    with _timed(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
+        ensemble = fitted.ensemble
+        probabilities = ensemble.predict_proba(x_test)
+        results = {"ensemble": evaluate(y_test, probabilities, ensemble.predict(x_test))}
+        for name, single in fitted.singles.items():
+            results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test))
+        for name, baseline in baselines.items():
+            results[name] = evaluate(y_test, baseline.predict_proba(test), baseline.predict(test))
+    metrics = {name: result.as_dict() for name, result in results.items()}
+    with tempfile.TemporaryDirectory(prefix="activity-train-") as scratch:
+        workdir = Path(scratch)
+        with _timed(timings, "log", reporter, "parameters, metrics, plots, model card, ONNX, reference sample"):
+            info = _log_run(settings, data, fitted, results, probabilities, y_test, workdir)
+            version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model)
+        with _timed(timings, "gate", reporter, "against the guards and the current champion"):
+            champion = tracking.load_by_alias(settings, tracking.CHAMPION, workdir / "champion")
+            champion_metrics = None
+            if champion is not None:
+                current = champion.ensemble()
+                champion_metrics = evaluate(y_test, current.predict_proba(x_test), current.predict(x_test)).as_dict()
+                mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
+            classical = {name: metrics[name] for name in baselines if name in settings.training.guard_baselines}
+            decision = decide(metrics["ensemble"], classical, champion_metrics, settings.training)
+            client = tracking.client(settings)
+            client.set_registered_model_alias(settings.mlflow.registered_model, decision.alias, version.version)
+            client.set_model_version_tag(settings.mlflow.registered_model, version.version, "promotion",
+                                         decision.summary())
+            if champion is not None:
+                client.set_model_version_tag(settings.mlflow.registered_model, version.version,
+                                             "compared_with_champion", champion.version)
+            mlflow.set_tags({"promotion": decision.summary(), "registered_version": version.version,
+                             "alias": decision.alias})
+    mlflow.log_metrics({f"time_{name}_s": value for name, value in timings.items()})
+    return TrainingOutcome(run_id=run_id, version=str(version.version), decision=decision, metrics=metrics,
+                           champion_metrics=champion_metrics, rows=rows, timings=timings)
+
+
+def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, results: dict[str, Any],
+             probabilities: np.ndarray, y_test: np.ndarray, workdir: Path) -> Any:
+    import mlflow
+
+    from training import tracking
+    from training.evaluate import comparison_table, markdown_table
+    from training.model_card import model_card
+    from training.onnx_export import ensemble_to_onnx, save
+    from training.plots import save_all
+    from training.reference import reference_sample, reference_statistics
+
+    t = settings.training
+    mlflow.log_params({
+        "backend": t.backend, "horizon_days": t.horizon_days, "decline_below": t.decline_below,
+        "growth_above": t.growth_above, "grid_days": t.grid_days, "features": len(FEATURE_NAMES),
+        **{f"model_{k}": v for k, v in t.model.model_dump().items()},
+        "decision_weights": json.dumps(np.round(fitted.ensemble.decision_weights, 4).tolist()),
+        **{f"{name}_rows": len(data.part(name)) for name in ("train", "validation", "test")},
+        **{f"{name}_as_of": f"{_day(days.min())}..{_day(days.max())}" for name, days in
+           (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
+    })
+    flat = {}
+    for name, figures in ((n, r.as_dict()) for n, r in results.items()):
+        prefix = "" if name == "ensemble" else f"{name}_"
+        flat.update({f"{prefix}{k}": v for k, v in figures.items() if np.isfinite(v)})
+    mlflow.log_metrics(flat)
+    table = comparison_table(results)
+    mlflow.log_text(markdown_table(table), "evaluation/comparison.md")
+    mlflow.log_text(table.to_csv(), "evaluation/comparison.csv")
+    test = data.part("test")
+    importances = {"random_forest": fitted.ensemble.forest.feature_importances_,
+                   "xgboost": fitted.ensemble.booster.feature_importances_}
+    plots = workdir / "plots"
+    for path in save_all(y_test, probabilities, fitted.ensemble.predict(as_matrix(test)), importances, plots):
+        mlflow.log_artifact(str(path), "plots")
+    mlflow.log_text(model_card(
+        model_name=settings.mlflow.registered_model,
+        split={name: (_day(getattr(data.split, name).min()), _day(getattr(data.split, name).max()),
+                      len(data.part(name))) for name in ("train", "validation", "test")},
+        policy=policy_of(settings), feature_names=list(FEATURE_NAMES), table=table,
+        headline=results["ensemble"].as_dict(),
+    ), "model_card.md")
+    train_rows = data.part("train")
+    sample = reference_sample(train_rows, t.reference_sample_rows, seed=t.model.seed)
+    sample_path = workdir / "reference" / "features.parquet"
+    sample_path.parent.mkdir(parents=True)
+    sample.to_parquet(sample_path, index=False)
+    mlflow.log_artifact(str(sample_path), "reference")
+    mlflow.log_dict(reference_statistics(train_rows), "reference/statistics.json")
+    onnx_path = workdir / tracking.ONNX_FILE
+    save(ensemble_to_onnx(fitted.ensemble), onnx_path)
+    return tracking.log_model(fitted.ensemble, onnx_path, test.head(50), workdir / "model")
+
+
+def _day(epoch_day: Any) -> str:
+    return str(pd.Timestamp(int(epoch_day) * SECONDS_PER_DAY, unit="s").date())

@@ -1,0 +1,99 @@
+"""Scheduled retraining: a cron expression, runs that never overlap, failures that leave the champion alone.
+
+The lock is an advisory ``flock`` on a file under the data directory, taken by every run
+(scheduled or by hand), so two schedulers, or a manual run during a scheduled one, never train
+at the same time; the second one is skipped and says why.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+from activity_settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RunInProgress(RuntimeError):
+    """Another training run holds the lock."""
+
+
+def lock_path(settings: Settings) -> Path:
+    path = settings.home / "training" / "train.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def exclusive_run(settings: Settings) -> Iterator[None]:
+    """Hold the training lock for the duration, or raise ``RunInProgress`` at once."""
+    path = lock_path(settings)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInProgress(f"a training run is already in progress ({holder}); lock {path}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    started: datetime
+    ok: bool
+    message: str
+
+
+def next_fire(expression: str, after: datetime) -> datetime:
+    return croniter(expression, after).get_next(datetime)
+
+
+def run_schedule(settings: Settings, run: Callable[[], Any], *, max_runs: int | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_event: Callable[[str], None] = log.info) -> list[RunRecord]:
+    """Fire ``run`` at each cron time (UTC) until ``max_runs`` runs happened (forever when None).
+
+    A failing run is recorded and reported; the schedule goes on. A run that finds the lock held
+    is skipped. Missed fire times (the machine slept, a run took longer) are not replayed.
+    """
+    records: list[RunRecord] = []
+    expression = settings.training.schedule
+    while max_runs is None or len(records) < max_runs:
+        fire = next_fire(expression, now())
+        on_event(f"next training run at {fire:%Y-%m-%d %H:%M} UTC ({expression})")
+        while (wait := (fire - now()).total_seconds()) > 0:
+            sleep(min(wait, 60.0))
+        started = now()
+        try:
+            with exclusive_run(settings):
+                outcome = run()
+            record = RunRecord(started, True, str(getattr(getattr(outcome, "decision", None), "summary", lambda: "")()))
+        except RunInProgress as exc:
+            record = RunRecord(started, False, f"skipped: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a failed run must not stop the schedule
+            record = RunRecord(started, False, f"failed, champion unchanged: {type(exc).__name__}: {exc}")
+        records.append(record)
+        on_event(("run finished: " if record.ok else "run ") + record.message)
+    return records
