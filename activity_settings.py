@@ -194,6 +194,29 @@ class MlflowSettings(_Section):
     registered_model: str = Field(default="customer-activity", min_length=1)
 
 
+class ServingSettings(_Section):
+    """The scorer: REST API, credentials, model reloads, fallbacks, A/B and the prediction log."""
+
+    host: str = Field(default="127.0.0.1", description="Listen address of `activity serve run`.")
+    port: int = Field(default=18080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    batch_max: int = Field(default=500, ge=1, le=10_000, description="Most customers in one batch request.")
+    rate_limit_per_s: float = Field(default=200.0, gt=0, description="Sustained requests/s per client.")
+    rate_limit_burst: int = Field(default=400, ge=1, description="Requests a client may send at once.")
+    reload_interval_s: float = Field(default=30.0, ge=1, description="How often the registry is polled.")
+    online_timeout_ms: float = Field(default=50.0, gt=0, description="Online store budget before falling back.")
+    challenger_percent: float = Field(
+        default=0.0, ge=0, le=100, description="Share of customers (sticky, by hashed id) scored by the challenger."
+    )
+    shadow: bool = Field(default=True, description="Also score with the challenger, logged but not answered.")
+    prediction_log: bool = Field(default=True, description="Publish every prediction to the predictions topic.")
+    prediction_buffer: int = Field(default=100_000, ge=100, description="Bounded buffer; overflow is dropped+counted.")
+    jwt_secret: str | None = Field(
+        default=None, min_length=32, description="HS256 secret; None = generated once under the data dir."
+    )
+    token_ttl_s: int = Field(default=3_600, ge=60, description="Lifetime of tokens from `activity serve token`.")
+
+
 class SimulationSettings(_Section):
     """Defaults of the synthetic population; each can be overridden per command."""
 
@@ -221,6 +244,7 @@ class Settings(BaseSettings):
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    serving: ServingSettings = ServingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from activity_settings import Settings, SettingsError, load_settings
+from activity_settings import Settings, SettingsError, load_settings, settings_environment
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 stack_app = typer.Typer(help="Start, stop and inspect the local stack (Kafka broker).", no_args_is_help=True)
@@ -30,6 +30,11 @@ train_app = typer.Typer(help="Training: point-in-time sets from Feast, the ensem
                         no_args_is_help=True)
 app.add_typer(stream_app, name="stream")
 app.add_typer(train_app, name="train")
+serve_app = typer.Typer(help="The scorer: REST API over Feast online features and the MLflow champion.",
+                        no_args_is_help=True)
+key_app = typer.Typer(help="API keys for the scorer (stored hashed under the data directory).", no_args_is_help=True)
+serve_app.add_typer(key_app, name="key")
+app.add_typer(serve_app, name="serve")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -342,7 +347,9 @@ def _train_once(cfg: Settings):  # noqa: ANN202 - TrainingOutcome
 
 
 def _print_outcome(outcome) -> None:  # noqa: ANN001 - TrainingOutcome
-    table = Table("model", "ROC-AUC", "macro-F1", "PR-AUC", "log loss", "ECE", "decline lift@10%",
+    from rich.table import Column
+
+    table = Table(Column("model", no_wrap=True), "ROC-AUC", "macro-F1", "PR-AUC", "log loss", "ECE", "lift@10%",
                   title=f"test window: {outcome.rows['test']:,} rows (train {outcome.rows['train']:,}, "
                         f"validation {outcome.rows['validation']:,})")
     rows = dict(outcome.metrics)
@@ -417,6 +424,80 @@ def train_status() -> None:
         table.add_row(alias, str(version.version), created, f"{metrics.get('roc_auc', float('nan')):.4f}",
                       f"{metrics.get('macro_f1', float('nan')):.4f}", version.tags.get("promotion", ""))
     console.print(table)
+
+
+# --------------------------------------------------------------------------------------- serve
+
+SCOPES_HELP = "Scopes: scores:read, model:read, admin (admin implies all)."
+
+
+@serve_app.command("run")
+def serve_run(
+    host: Annotated[str | None, typer.Option(help="Listen address (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: serving.workers).")] = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs) until Ctrl-C; the champion is hot-reloaded from the registry."""
+    import os
+
+    import uvicorn
+
+    cfg = settings()
+    _logging(cfg)
+    bind_host, bind_port = host or cfg.serving.host, port or cfg.serving.port
+    os.environ.update(settings_environment(cfg))  # the factory in the worker reads the same settings
+    console.print(f"scorer on http://{bind_host}:{bind_port}  (OpenAPI: /docs; a token: `activity serve token`)")
+    uvicorn.run("serving.main:app_from_environment", factory=True, host=bind_host, port=bind_port,
+                workers=workers or cfg.serving.workers, log_level="warning", access_log=False)
+
+
+@serve_app.command("token")
+def serve_token(
+    subject: Annotated[str, typer.Option(help="Who the token is for (its client id).")] = "analyst",
+    scope: Annotated[list[str] | None, typer.Option(help=f"Repeat for several. {SCOPES_HELP}")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds (default: serving.token_ttl_s).")] = None,
+) -> None:
+    """Print a signed bearer token (JWT) for the scorer."""
+    from serving.auth import issue_token
+
+    print(issue_token(settings(), subject, scope or ["scores:read", "model:read"], ttl))
+
+
+@key_app.command("create")
+def key_create(
+    name: Annotated[str, typer.Argument(help="A name for the key's holder.")],
+    scope: Annotated[list[str] | None, typer.Option(help=f"Repeat for several. {SCOPES_HELP}")] = None,
+) -> None:
+    """Create an API key; it is printed once and stored only hashed."""
+    from serving.auth import create_api_key
+
+    try:
+        print(create_api_key(settings(), name, scope or ["scores:read", "model:read"]))
+    except ValueError as exc:
+        raise fail(exc) from None
+
+
+@key_app.command("list")
+def key_list() -> None:
+    """The API keys (ids, names, scopes; never the secrets)."""
+    from serving.auth import list_api_keys
+
+    table = Table("id", "name", "scopes", "created")
+    for key in list_api_keys(settings()):
+        table.add_row(str(key["id"]), str(key["name"]), " ".join(key["scopes"]), str(key.get("created", "")))
+    console.print(table)
+
+
+@key_app.command("revoke")
+def key_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `activity serve key list`).")]) -> None:
+    """Revoke an API key."""
+    from serving.auth import revoke_api_key
+
+    try:
+        revoke_api_key(settings(), key_id)
+    except (KeyError, ValueError) as exc:
+        raise fail(exc) from None
+    console.print(f"revoked {key_id}")
 
 
 # -------------------------------------------------------------------------------------- schema

@@ -26,16 +26,21 @@ class TimeSplit:
 
 
 def split_by_time(as_of_days: np.ndarray, horizon_days: int, shares: tuple[float, float] = (0.2, 0.2)) -> TimeSplit:
-    """Latest days for test, the block before the gap for validation, the rest before its gap for training.
+    """Latest days for test, the ones just before for validation, the rest (a horizon earlier) for training.
 
-    Each split ends a full horizon before the next one starts, so no label window (``horizon_days``
-    after its as_of) reaches the period a later split is evaluated on.
+    A day is dropped from a split when its label window (``horizon_days`` after it) reaches the
+    next split's first day, so no label overlaps the period a later split is evaluated on. The
+    gap before test comes out of validation's share (which keeps at least one date), leaving the
+    most rows for training: the members need them; the stacker and the decision rule need few.
     """
     days = np.unique(as_of_days)
     n = len(days)
     test = days[max(0, n - max(1, int(round(n * shares[1])))):]
-    eligible = days[days + horizon_days <= test.min()] if len(test) else days[:0]
-    validation = eligible[max(0, len(eligible) - max(1, int(round(n * shares[0])))):]
+    if len(test) == 0:
+        return TimeSplit(train=days[:0], validation=days[:0], test=days[:0])
+    eligible = days[days + horizon_days <= test.min()]
+    in_gap = int(np.sum((days < test.min()) & (days + horizon_days > test.min())))
+    validation = eligible[max(0, len(eligible) - max(1, int(round(n * shares[0])) - in_gap)):]
     train = days[days + horizon_days <= validation.min()] if len(validation) else days[:0]
     return TimeSplit(train=train, validation=validation, test=test)
 

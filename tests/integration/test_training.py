@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -10,47 +9,19 @@ import pytest
 
 from activity_settings import Settings
 from features.transform import FEATURE_NAMES
-from streaming.publish import encode_simulated, publish_tables
-from streaming.runner import run_stream
-from streaming.simulator import make_population, simulate
-from tests.integration.conftest import isolated
+from tests.integration.conftest import training_settings
 
 pytestmark = pytest.mark.integration
 WORSE = {"forest_trees": 2, "forest_max_depth": 1, "booster_rounds": 1, "booster_max_depth": 1}
 
 
-def training_settings(settings: Settings, **model: object) -> Settings:
-    training = settings.training.model_copy(update={
-        "horizon_days": 30, "grid_days": 7, "reference_sample_rows": 500,
-        "model": settings.training.model.model_copy(update={"forest_trees": 60, "booster_rounds": 80, **model}),
-    })
-    return settings.model_copy(update={"training": training})
-
-
-@pytest.fixture(scope="module")
-def streamed(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = isolated(kafka_stack, tmp_path_factory.mktemp("training"))
-    population = make_population(3_000, date(2026, 1, 1), 200, seed=11)
-    assert publish_tables(settings.kafka, simulate(population), encode_simulated).failed == 0
-    run_stream(settings, until_idle_s=2.0)
-    return training_settings(settings)
-
-
-@pytest.fixture(scope="module")
-def first(streamed: Settings):  # noqa: ANN201 - (outcome, data)
-    from training.pipeline import build_training_data, train
-
-    data = build_training_data(streamed)
-    return train(streamed, data=data), data
-
-
-def test_first_run_registers_a_champion_with_every_artifact(streamed: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
+def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
     from training import tracking
 
     outcome, _ = first
     assert outcome.decision.promote, outcome.decision.reasons
-    client = tracking.client(streamed)
-    champion = client.get_model_version_by_alias(streamed.mlflow.registered_model, "champion")
+    client = tracking.client(trained)
+    champion = client.get_model_version_by_alias(trained.mlflow.registered_model, "champion")
     assert str(champion.version) == outcome.version and champion.run_id == outcome.run_id
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
@@ -64,62 +35,96 @@ def test_first_run_registers_a_champion_with_every_artifact(streamed: Settings, 
     assert {"model_card.md", "reference/features.parquet", "reference/statistics.json",
             "evaluation/comparison.md"} <= artifacts
     assert len([p for p in artifacts if p.startswith("plots/") and p.endswith(".png")]) >= 5
-    loaded = tracking.load_by_alias(streamed, "champion", tmp_path)
+    loaded = tracking.load_by_alias(trained, "champion", tmp_path)
     assert loaded is not None and loaded.onnx_path.is_file()
     import mlflow
 
-    info = mlflow.models.get_model_info(f"models:/{streamed.mlflow.registered_model}@champion")
+    info = mlflow.models.get_model_info(f"models:/{trained.mlflow.registered_model}@champion")
     assert info.signature is not None and [c.name for c in info.signature.inputs] == list(FEATURE_NAMES)
     assert (loaded.directory / "input_example.json").is_file()
 
 
-def test_onnx_export_agrees_with_the_native_ensemble(streamed: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
+def test_onnx_export_agrees_with_the_native_ensemble(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
     from training import tracking
     from training.model import as_matrix
     from training.onnx_export import OnnxScorer
 
     _, data = first
-    loaded = tracking.load_by_alias(streamed, "champion", tmp_path)
+    loaded = tracking.load_by_alias(trained, "champion", tmp_path)
     x = as_matrix(data.part("test"))
     native = loaded.ensemble().predict_proba(x)
     onnx = OnnxScorer(loaded.onnx_path).predict_proba(x)
     np.testing.assert_allclose(onnx, native, atol=1e-5, rtol=0)
 
 
-def test_a_worse_model_does_not_take_the_champion_alias(streamed: Settings, first) -> None:  # noqa: ANN001
+def test_a_worse_model_does_not_take_the_champion_alias(trained: Settings, first) -> None:  # noqa: ANN001
     from training import tracking
     from training.pipeline import train
 
     outcome, data = first
-    worse = train(training_settings(streamed, **WORSE), data=data)
+    worse = train(training_settings(trained, **WORSE), data=data)
     assert not worse.decision.promote
     assert worse.metrics["ensemble"]["roc_auc"] < outcome.metrics["ensemble"]["roc_auc"]
-    client = tracking.client(streamed)
-    name = streamed.mlflow.registered_model
+    client = tracking.client(trained)
+    name = trained.mlflow.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == outcome.version
     assert str(client.get_model_version_by_alias(name, "challenger").version) == worse.version
     assert "does not beat the champion" in client.get_model_version(name, worse.version).tags["promotion"]
 
 
-def test_a_failed_run_leaves_the_champion_and_says_why(streamed: Settings, first) -> None:  # noqa: ANN001
+def test_a_failed_run_leaves_the_champion_and_says_why(trained: Settings, first) -> None:  # noqa: ANN001
     from training import tracking
     from training.pipeline import train
 
     outcome, data = first
     broken = type(data)(frame=data.frame.drop(columns=["tx_count_7d"]), split=data.split, daily=data.daily)
     with pytest.raises(KeyError):
-        train(streamed, data=broken)
-    client = tracking.client(streamed)
-    runs = client.search_runs([tracking.experiment_id(streamed)], order_by=["attributes.start_time DESC"],
+        train(trained, data=broken)
+    client = tracking.client(trained)
+    runs = client.search_runs([tracking.experiment_id(trained)], order_by=["attributes.start_time DESC"],
                               max_results=1)
     assert runs[0].info.status == "FAILED" and "tx_count_7d" in runs[0].data.tags["failure"]
-    champion = client.get_model_version_by_alias(streamed.mlflow.registered_model, "champion")
+    champion = client.get_model_version_by_alias(trained.mlflow.registered_model, "champion")
     assert str(champion.version) == outcome.version
 
 
-def test_training_set_as_of_split_has_gaps_of_one_horizon(streamed: Settings, first) -> None:  # noqa: ANN001
+def test_training_set_as_of_split_has_gaps_of_one_horizon(trained: Settings, first) -> None:  # noqa: ANN001
     _, data = first
-    horizon = streamed.training.horizon_days
+    horizon = trained.training.horizon_days
     assert data.split.train.max() + horizon <= data.split.validation.min()
     assert data.split.validation.max() + horizon <= data.split.test.min()
     assert set(data.frame["label"]) == {"decline", "stable", "growth"}
+
+
+def test_the_cli_trains_reports_and_refuses_to_overlap(trained: Settings, first) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+    from training.schedule import exclusive_run
+
+    cli = [sys.executable, "-m", "activity", "train"]
+    env = settings_env(trained) | {"COLUMNS": "160"}
+    result = subprocess.run([*cli, "run"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    for shown in ("ensemble", "bg_nbd", "recency_frequency", "current champion", "version 3 ->"):
+        assert shown in result.stdout, shown
+    status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "champion" in status.stdout
+    with exclusive_run(trained):
+        blocked = subprocess.run([*cli, "run"], env=env, capture_output=True, text=True, timeout=120)
+    assert blocked.returncode == 1 and "already in progress" in blocked.stderr
+    assert "champion is unchanged" in blocked.stderr
+
+
+def test_the_spark_backend_registers_a_model_the_same_way(trained: Settings, first) -> None:  # noqa: ANN001
+    from training import tracking
+    from training.pipeline import train
+
+    _, data = first
+    spark_settings = trained.model_copy(update={"training": trained.training.model_copy(update={"backend": "spark"})})
+    outcome = train(spark_settings, data=data)
+    run = tracking.client(trained).get_run(outcome.run_id)
+    assert run.data.params["backend"] == "spark" and run.info.status == "FINISHED"
+    assert outcome.metrics["ensemble"]["roc_auc"] > outcome.metrics["persistence"]["roc_auc"]
+    assert {"random_forest", "xgboost", "bg_nbd"} <= set(outcome.metrics)

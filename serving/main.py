@@ -1,0 +1,51 @@
+"""Assembly of the scorer process: settings -> model holder, online reader, prediction log -> app.
+
+``uvicorn serving.main:app_from_environment --factory`` (what ``activity serve run`` starts) builds
+everything from the environment's settings; the model comes from the registry, or from the local
+cache when the registry is down, and a watcher swaps in new champions while it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from activity_settings import Settings, load_settings
+from serving.app import create_app
+
+log = logging.getLogger("activity.serving")
+
+
+def build_app(settings: Settings, prediction_log: bool | None = None) -> FastAPI:
+    from serving.online import OnlineFeatures
+    from serving.scoring import ModelHolder
+
+    holder = ModelHolder(settings, settings.home / "serving" / "models")
+    holder.startup()
+    online = OnlineFeatures(settings)
+    publisher: Any = None
+    if settings.serving.prediction_log if prediction_log is None else prediction_log:
+        from serving.prediction_log import PredictionLog
+
+        publisher = PredictionLog(settings)
+    app = create_app(settings, holder, online, publisher)
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI):  # noqa: ANN202
+        holder.start_watcher()
+        async with previous(application):
+            yield
+        holder.stop_watcher()
+        if publisher is not None:
+            publisher.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    return build_app(load_settings())
