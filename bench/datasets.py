@@ -51,5 +51,10 @@ def simulated_history(settings: Settings, customers: int, days: int, seed: int =
     simulated = time.perf_counter()
     summary = run_backfill(settings)
     assert summary.events == events, (summary.events, events)
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is not None:  # the JVM would compete for the cores with what is measured next
+        spark.stop()
     return population, {"events": events, "simulate_s": simulated - started,
                         "backfill_s": time.perf_counter() - simulated}

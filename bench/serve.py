@@ -7,7 +7,7 @@ ceiling) and the naive composition (Feast ``get_online_features`` + MLflow pyfun
 in the handler). The load comes from a second process (``bench.load``) at fixed rates, open loop;
 a rate passes when every request succeeds and p99 <= 20 ms.
 
-    python -m bench.serve [--customers 5000] [--days 120] [--seconds 5] [--rates 100,200,...]
+    python -m bench.serve [--customers 5000] [--days 180] [--seconds 5] [--rates 100,200,...]
 
 Ends with one JSON line: ``{"p50_ms", "p99_ms", "max_rps_at_p99_20ms", "ceiling_rps", "naive_rps",
 "ratio_vs_ceiling", "ratio_vs_naive"}``; p50/p99 are the scorer's at the highest passing rate.
@@ -79,33 +79,42 @@ def load(url: str, rate: float, seconds: float, headers: dict[str, str], custome
 
 
 def sweep(name: str, settings: Settings, rates: list[float], seconds: float, headers: dict[str, str],
-          customers: int) -> tuple[float, dict[str, float] | None, list[tuple[float, dict[str, float]]]]:
-    """Rates in increasing order until one fails; the highest passing rate and its figures."""
+          customers: int) -> dict[str, object]:
+    """Rates in increasing order while the server keeps up; the highest rate with p99 <= 20 ms (and its
+    figures), and the highest rate it sustains at all (every request answered, >= 95 % of the rate)."""
     port = free_port()
     process = start_server(name, settings, port)
     url = f"http://127.0.0.1:{port}/v1/customers/{{customer}}/activity"
+    best, best_figures, sustained, over = 0.0, None, 0.0, False
     try:
-        load(url, min(rates[0], 50), 2.0, headers, customers)  # warm-up
-        best, best_figures, rows = 0.0, None, []
+        load(url, min(rates[0], 25), 2.0, headers, customers)  # warm-up
         for rate in rates:
             figures = load(url, rate, seconds, headers, customers)
-            rows.append((rate, figures))
             passed = figures["errors"] == 0 and figures["p99_ms"] <= P99_BUDGET_MS
-            log(f"{name:>8} {rate:>7,.0f} req/s: p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:8.2f} ms  "
-                f"errors {figures['errors']}  {'ok' if passed else 'over budget'}")
-            if not passed:
+            keeps_up = figures["errors"] == 0 and figures["achieved_rps"] >= 0.95 * rate
+            log(f"{name:>8} {rate:>7,.0f} req/s: p50 {figures['p50_ms']:8.2f} ms  p99 {figures['p99_ms']:8.2f} ms  "
+                f"achieved {figures['achieved_rps']:7,.0f}/s  {'ok' if passed else 'over budget'}")
+            over = over or not passed  # the budget counts up to the first rate that misses it
+            if not over:
+                best, best_figures = rate, figures
+            if keeps_up:
+                sustained = rate
+            if not passed and not keeps_up:
                 break
-            best, best_figures = rate, figures
-        return best, best_figures, rows
+        return {"best": best, "figures": best_figures, "sustained": sustained}
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # still draining a backlog
+            process.kill()
+            process.wait(timeout=15)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=5_000)
-    parser.add_argument("--days", type=int, default=120)
+    parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="25,50,100,200,300,400,600,800,1000,1200,1500,1800,2200,2600,3000,3500,4000")
     args = parser.parse_args()
@@ -126,25 +135,34 @@ def main() -> None:
         outcome = train(settings)
         log(f"champion: version {outcome.version} ({outcome.decision.summary()})")
         headers = {"Authorization": f"Bearer {issue_token(settings, 'bench', ['scores:read'], 86_400)}"}
-        results = {name: sweep(name, settings, rates, args.seconds, headers if name == "scorer" else {},
-                               args.customers) for name in ("scorer", "ceiling", "naive")}
+        naive_rates = [rate for rate in (2.0, 5.0, 10.0) if rate < rates[0]] + rates  # it starts far lower
+        results = {name: sweep(name, settings, naive_rates if name == "naive" else rates, args.seconds,
+                               headers if name == "scorer" else {}, args.customers)
+                   for name in ("scorer", "ceiling", "naive")}
 
-    ours, ours_figures, _ = results["scorer"]
-    ceiling, naive = results["ceiling"][0], results["naive"][0]
+    ours, ours_figures = results["scorer"]["best"], results["scorer"]["figures"]
+    ceiling = results["ceiling"]["best"]
+    naive_best, naive = results["naive"]["best"], results["naive"]["sustained"]
     print(f"# scoring one customer per request ({machine()}; one uvicorn worker per server, load from a second "
           f"process on loopback, {args.seconds:.0f} s per rate, open loop)")
-    print(f"{'server':>8} {'max req/s at p99 <= 20 ms':>26} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, (best, figures, _) in results.items():
-        p50 = figures["p50_ms"] if figures else float("nan")
-        p99 = figures["p99_ms"] if figures else float("nan")
-        print(f"{name:>8} {best:>26,.0f} {p50:>8.2f} {p99:>8.2f}")
+    print(f"{'server':>8} {'max req/s at p99 <= 20 ms':>26} {'p50 ms':>8} {'p99 ms':>8} {'max sustained req/s':>20}")
+    for name, result in results.items():
+        figures = result["figures"] or {}
+        print(f"{name:>8} {result['best']:>26,.0f} {figures.get('p50_ms', float('nan')):>8.2f} "
+              f"{figures.get('p99_ms', float('nan')):>8.2f} {result['sustained']:>20,.0f}")
     ratio_ceiling = ours / ceiling if ceiling else float("nan")
-    ratio_naive = ours / naive if naive else float("inf")
+    # the naive composition never meets p99 <= 20 ms when it cannot; it is then credited with the most it
+    # sustains at any latency (generous to it), so the ratio stays finite and conservative
+    naive_rps = naive_best if naive_best else naive
+    ratio_naive = ours / naive_rps if naive_rps else float("nan")
+    if not naive_best:
+        print(f"the naive composition met p99 <= 20 ms at no rate; it is credited with the {naive:,.0f} req/s "
+              "it sustains at any latency")
     print(f"scorer / ceiling: {ratio_ceiling:.2f} (target >= 0.5); scorer / naive: {ratio_naive:.1f}x (target >= 5)")
     print_result({
         "p50_ms": round(ours_figures["p50_ms"], 2) if ours_figures else None,
         "p99_ms": round(ours_figures["p99_ms"], 2) if ours_figures else None,
-        "max_rps_at_p99_20ms": ours, "ceiling_rps": ceiling, "naive_rps": naive,
+        "max_rps_at_p99_20ms": ours, "ceiling_rps": ceiling, "naive_rps": naive_rps,
         "ratio_vs_ceiling": round(ratio_ceiling, 3), "ratio_vs_naive": round(ratio_naive, 2),
     })
 

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import ORJSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -232,10 +231,9 @@ def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any
     authenticator = Authenticator(settings)
     limiter = RateLimiter(settings.serving.rate_limit_per_s, settings.serving.rate_limit_burst)
     scorer = Scorer(settings, holder, online, prediction_log)
-    # declared for the OpenAPI document (both schemes); the check itself reads the raw headers
-    documented = [Depends(HTTPBearer(auto_error=False, description="JWT from `activity serve token`.")),
-                  Depends(APIKeyHeader(name="X-API-Key", auto_error=False,
-                                       description="Key from `activity serve key create`."))]
+    # the security schemes are declared in the OpenAPI document only (see _document_security): as
+    # FastAPI dependencies they would run on every request for nothing, the check reads the headers
+    documented = {"security": [{"bearer": []}, {"apiKey": []}]}
     app.state.scorer = scorer
 
     def scope(name: str):  # noqa: ANN202
@@ -264,12 +262,12 @@ def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any
     def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get(f"/{API_VERSION}/customers/{{customer_id}}/activity", dependencies=documented, tags=["scores"],
+    @app.get(f"/{API_VERSION}/customers/{{customer_id}}/activity", openapi_extra=documented, tags=["scores"],
              summary="A customer's predicted activity change", response_model=None,
              responses={200: {"model": ActivityScore}, 401: {"description": "No or bad credentials."},
                         403: {"description": "Missing scope scores:read."}, 422: {"description": "Bad input."},
                         429: {"description": "Rate limited."}})
-    def customer_activity(
+    async def customer_activity(
         request: Request,
         customer_id: Annotated[str, Path(pattern=CUSTOMER_ID, description="The customer id (as in transactions).")],
         who: Annotated[Principal, Depends(scope("scores:read"))],
@@ -278,13 +276,13 @@ def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any
         as_of_s = _as_of_seconds(as_of, time.time())
         return ORJSONResponse(scorer.score([customer_id], [as_of_s], request.state.request_id)[0])
 
-    @app.post(f"/{API_VERSION}/activity:batch", dependencies=documented, tags=["scores"],
+    @app.post(f"/{API_VERSION}/activity:batch", openapi_extra=documented, tags=["scores"],
               summary="Predicted activity of many customers",
               response_model=None,
               responses={200: {"model": BatchResponse}, 401: {"description": "No or bad credentials."},
                          403: {"description": "Missing scope scores:read."}, 422: {"description": "Bad input."},
                          429: {"description": "Rate limited."}})
-    def batch_activity(request: Request, body: BatchRequest,
+    async def batch_activity(request: Request, body: BatchRequest,
                        who: Annotated[Principal, Depends(scope("scores:read"))]) -> ORJSONResponse:
         if len(body.customers) > settings.serving.batch_max:
             raise Problem(422, "Batch too large", f"at most {settings.serving.batch_max} customers per request",
@@ -294,13 +292,13 @@ def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any
         results = scorer.score([item.customer_id for item in body.customers], as_of, request.state.request_id)
         return ORJSONResponse({"request_id": request.state.request_id, "results": results})
 
-    @app.get(f"/{API_VERSION}/model", dependencies=documented, tags=["model"],
+    @app.get(f"/{API_VERSION}/model", openapi_extra=documented, tags=["model"],
              summary="The loaded model, since when, and its metrics",
              responses={401: {"description": "No or bad credentials."}, 403: {"description": "Missing model:read."}})
     def model_info(who: Annotated[Principal, Depends(scope("model:read"))]) -> dict[str, Any]:
         return holder.info()
 
-    @app.post(f"/{API_VERSION}/admin/reload", dependencies=documented, tags=["admin"],
+    @app.post(f"/{API_VERSION}/admin/reload", openapi_extra=documented, tags=["admin"],
               summary="Load the current champion now",
               responses={401: {"description": "No or bad credentials."}, 403: {"description": "Missing admin."}})
     def reload(who: Annotated[Principal, Depends(scope("admin"))]) -> dict[str, Any]:
@@ -310,7 +308,27 @@ def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any
 
     _export_model_gauges(holder)
     app.add_middleware(Observe)
+    _document_security(app)
     return app
+
+
+def _document_security(app: FastAPI) -> None:
+    """Both credential schemes in the OpenAPI document (what Swagger UI and generated clients use)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "A token from `activity serve token`."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "A key from `activity serve key create`."},
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class Observe:

@@ -21,6 +21,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -94,8 +95,11 @@ class OnlineFeatures:
         if not ids:
             return []
         budget = self.default_timeout_s if timeout_s is None else timeout_s
-        reader = self._read_sqlite if self._sqlite else self._read_feast
-        future: Future[list[StoredState]] = self._pool.submit(reader, ids, budget)
+        if self._sqlite:
+            # inline, no thread hop: SQLite bounds a lock wait by the connection's timeout and a slow query
+            # by the progress handler's deadline, so the budget holds without a pool (~200 us saved)
+            return self._read_sqlite(ids, budget, time.perf_counter() + budget)
+        future: Future[list[StoredState]] = self._pool.submit(self._read_feast, ids, budget)
         try:
             return future.result(timeout=budget)
         except FutureTimeout:
@@ -192,13 +196,15 @@ class OnlineFeatures:
         return [serialize_entity_key(EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=cid)]),
                                      entity_key_serialization_version=self._key_version) for cid in ids]
 
-    def _read_sqlite(self, ids: list[str], budget_s: float) -> list[StoredState]:
+    def _read_sqlite(self, ids: list[str], budget_s: float, deadline: float | None = None) -> list[StoredState]:
         from feast.protos.feast.types.Value_pb2 import Value
 
         keys = self._keys(ids)
         found: dict[bytes, StoredState] = {}
         try:
             connection = self._connection(budget_s)
+            if deadline is not None:
+                connection.set_progress_handler(lambda: time.perf_counter() > deadline, 1_000)
             for start in range(0, len(keys), CHUNK):
                 chunk = list(dict.fromkeys(keys[start:start + CHUNK]))  # a customer asked twice is read once
                 query = f"{self._query_head}WHERE entity_key IN ({','.join('?' * len(chunk))}) AND feature_name = ?"
