@@ -58,6 +58,14 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def log(message: str) -> None:
+    """A progress line on stderr (the figures go to stdout)."""
+    import sys
+    import time
+
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def print_result(figures: dict[str, float | int | str | None]) -> None:
     """The benchmark's last line: one JSON object with the figures its issue names."""
     print(json.dumps(figures, sort_keys=False))

@@ -48,7 +48,7 @@ from activity_settings import (
     load_settings,
     settings_environment,
 )
-from bench.common import bench_stack, machine, print_result
+from bench.common import bench_stack, log, machine, print_result
 from infra.topics import ensure_topics, topic_offsets
 from streaming.paths import StreamPaths
 from streaming.publish import Pace, encode_simulated, publish_simulation, publish_tables
@@ -57,9 +57,6 @@ from streaming.simulator import Population, make_population, simulate
 
 PEER_CHECKPOINT = Path("/tmp/checkpoint")  # hard-coded in Feast's SparkKafkaProcessor
 
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------- set-up

@@ -16,18 +16,12 @@ reaches at least 0.9 of the oracle's ROC-AUC.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from activity_settings import load_settings
-from bench.common import machine, print_result
+from bench.common import log, machine, print_result
 from bench.datasets import simulated_history
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from activity_settings import Settings, load_settings, settings_environment
-from bench.common import machine, print_result
+from bench.common import log, machine, print_result
 from bench.datasets import simulated_history
 
 P99_BUDGET_MS = 20.0
@@ -39,9 +39,6 @@ APPS = {
     "naive": "bench.serve_apps:naive",
 }
 
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:

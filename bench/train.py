@@ -15,18 +15,13 @@ Figures go to stdout, ending with one JSON line for the largest size:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from activity_settings import load_settings
-from bench.common import machine, print_result
+from bench.common import log, machine, print_result
 from bench.datasets import simulated_history
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

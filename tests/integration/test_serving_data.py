@@ -20,10 +20,10 @@ import pyarrow as pa
 import pytest
 
 from activity_settings import Settings, load_settings
-from features.state import CHANNELS, MERCHANT_CATEGORIES
 from features.transform import COLD_START, FEATURE_NAMES
-from streaming.history import PARTIAL_COLUMNS, ActivityHistory
+from streaming.history import ActivityHistory
 from streaming.simulator import make_population, simulate
+from tests.partials import partials_of
 
 pytestmark = pytest.mark.integration
 
@@ -31,29 +31,6 @@ DAY_S = 86_400
 START = date(2026, 1, 1)
 DAYS = 90
 END_S = int(datetime(2026, 4, 1, tzinfo=UTC).timestamp())  # the day after the last simulated day
-
-
-def partials_of(table: pa.Table) -> pd.DataFrame:
-    """Events -> ``PARTIAL_COLUMNS`` per (customer, UTC day), as ``streaming.aggregate.daily_partials`` computes
-    them (the merchant sketch hashes differently from Spark's xxhash64: any hash is a valid state here)."""
-    frame = table.select(["customer_id", "amount", "event_time", "merchant_id", "merchant_category",
-                          "channel"]).to_pandas()
-    frame["seconds"] = (frame["event_time"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    frame["day"] = (frame["seconds"] // DAY_S).astype(np.int64)
-    frame["night"] = (frame["event_time"].dt.hour < 6).astype(np.int64)
-    frame["category_bit"] = np.left_shift(1, frame["merchant_category"].map(MERCHANT_CATEGORIES.index).to_numpy())
-    merchant_hash = pd.util.hash_array(frame["merchant_id"].to_numpy(dtype=object)) % np.uint64(64)
-    frame["merchant_bit"] = np.left_shift(np.int64(1), merchant_hash.astype(np.int64))
-    for channel in CHANNELS:
-        frame[f"ch_{channel}"] = (frame["channel"] == channel).astype(np.int64)
-    keys = ["customer_id", "day"]
-    out = frame.groupby(keys).agg(
-        count=("amount", "size"), night=("night", "sum"), spend=("amount", "sum"), max_amount=("amount", "max"),
-        first_s=("seconds", "min"), last_s=("seconds", "max"),
-        **{f"ch_{channel}": (f"ch_{channel}", "sum") for channel in CHANNELS})
-    for column, bit in (("category_mask", "category_bit"), ("merchant_bits", "merchant_bit")):
-        out[column] = frame.drop_duplicates([*keys, bit]).groupby(keys)[bit].sum()  # distinct bits: sum = or
-    return out.reset_index()[list(PARTIAL_COLUMNS)]
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from scipy.special import hyp2f1
 from scipy.stats import poisson
 from sklearn.metrics import roc_auc_score
 
-from features.state import CHANNELS, MERCHANT_CATEGORIES
 from features.transform import FEATURE_NAMES, window_features
-from streaming.history import PARTIAL_COLUMNS, ActivityHistory
+from streaming.history import ActivityHistory
 from streaming.simulator import Population, make_population, simulate
+from tests.partials import partials_of
 from training.baselines import (
     STABLE,
     BgNbdBaseline,
@@ -51,34 +51,12 @@ class Simulated:
     test: pd.DataFrame
 
 
-def _partials(table: pa.Table) -> pd.DataFrame:
-    """Events -> ``PARTIAL_COLUMNS`` per (customer, UTC day): a pandas twin of ``streaming.aggregate``."""
-    events = table.select(["customer_id", "amount", "event_time", "merchant_id", "merchant_category", "channel"])
-    frame = events.to_pandas()
-    frame["seconds"] = (frame["event_time"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    frame["day"] = (frame["seconds"] // DAY_S).astype(np.int64)
-    frame["night"] = (frame["event_time"].dt.hour < 6).astype(np.int64)
-    category = frame["merchant_category"].map(MERCHANT_CATEGORIES.index).to_numpy(dtype=np.int64)
-    frame["category_bit"] = np.left_shift(1, category)
-    frame["merchant_bit"] = np.left_shift(1, frame["merchant_id"].str[1:].astype(np.int64).to_numpy() % 63)
-    for channel in CHANNELS:
-        frame[f"ch_{channel}"] = (frame["channel"] == channel).astype(np.int64)
-    keys = ["customer_id", "day"]
-    out = frame.groupby(keys).agg(
-        count=("amount", "size"), night=("night", "sum"), spend=("amount", "sum"), max_amount=("amount", "max"),
-        first_s=("seconds", "min"), last_s=("seconds", "max"),
-        **{f"ch_{channel}": (f"ch_{channel}", "sum") for channel in CHANNELS})
-    for column, bit in (("category_mask", "category_bit"), ("merchant_bits", "merchant_bit")):
-        out[column] = frame.drop_duplicates([*keys, bit]).groupby(keys)[bit].sum()  # distinct bits: sum = or
-    return out.reset_index()[list(PARTIAL_COLUMNS)]
-
-
 def simulated(customers: int, days: int, seed: int) -> Simulated:
     """Events -> daily partials, labels on a weekly as_of grid, features at each as_of, a time split."""
     population = make_population(customers, START, days, seed=seed)
     first_day = (START - EPOCH).days
     grid = as_of_grid(first_day, first_day + days - 1, POLICY, grid_days=7)
-    partials = _partials(pa.concat_tables(simulate(population)))
+    partials = partials_of(pa.concat_tables(simulate(population)))
     history, snapshots, merged_until = ActivityHistory(capacity=customers), [], first_day
     for as_of in grid.tolist():  # the state at 00:00 UTC of as_of: every day before it
         history.merge(partials[(partials["day"] >= merged_until) & (partials["day"] < as_of)])
@@ -133,7 +111,7 @@ def test_oracle_window_is_the_label_window() -> None:
     n = base.size
     population = replace(base, base_rate=base.base_rate * 20, change_start=np.full(n, 20.0),
                          change_days=np.full(n, 1e-9), change_factor=np.zeros(n))
-    daily = _partials(pa.concat_tables(simulate(population)))[["customer_id", "day", "count"]]
+    daily = partials_of(pa.concat_tables(simulate(population)))[["customer_id", "day", "count"]]
     policy = LabelPolicy(horizon_days=5)
     labels = label_activity_change(daily, FIRST_DAY + np.array([16, 20, 21]), policy)
     labels["expected"] = expected_next(population, labels, policy)
