@@ -80,11 +80,6 @@ class BatchResponse(BaseModel):
     results: list[ActivityScore]
 
 
-class ReloadResult(BaseModel):
-    changed: bool
-    detail: dict[str, Any]
-
-
 # ----------------------------------------------------------------------------------- the app
 
 
@@ -129,7 +124,7 @@ class Scorer:
         results: list[dict[str, Any]] = [{} for _ in customer_ids]
         for arm in set(arms):
             rows = [i for i, a in enumerate(arms) if a == arm]
-            scored = self._score_rows(x[rows] if x is not None else None, arm, cause)
+            scored = self._score_rows(x[rows] if x is not None else None, len(rows), arm, cause)
             for j, i in enumerate(rows):
                 results[i] = self._answer(customer_ids[i], as_of_s[i], state_times[i], known[i], scored, j, arm,
                                           request_id)
@@ -137,9 +132,9 @@ class Scorer:
             self._shadow(x, customer_ids, arms, results, request_id)
         return results
 
-    def _score_rows(self, x: np.ndarray | None, arm: str, cause: str | None) -> Scored:
+    def _score_rows(self, x: np.ndarray | None, rows: int, arm: str, cause: str | None) -> Scored:
         if x is None:
-            probabilities = class_prior(self.holder.info())[None, :]
+            probabilities = np.tile(class_prior(self.holder.info()), (rows, 1))
             metrics.FALLBACKS.labels("prior", "online_store").inc()
             return Scored(probabilities, np.argmax(probabilities, axis=1), "class-prior", None, "prior", cause)
         result = self.holder.score_with_fallback(x, prefer=arm)
@@ -150,8 +145,8 @@ class Scorer:
 
     def _answer(self, customer_id: str, as_of_s: int, state_time: datetime | None, known: bool, scored: Scored,
                 row: int, arm: str, request_id: str) -> dict[str, Any]:
-        p = scored.probabilities[min(row, len(scored.probabilities) - 1)]
-        label = int(scored.labels[min(row, len(scored.labels) - 1)])
+        p = scored.probabilities[row]
+        label = int(scored.labels[row])
         freshness = None if state_time is None else as_of_s - state_time.timestamp()
         if freshness is not None:
             metrics.FEATURE_AGE.observe(max(0.0, freshness))

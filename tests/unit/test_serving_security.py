@@ -6,7 +6,6 @@ import base64
 import hmac
 import json
 import logging
-import os
 import stat
 import sys
 import threading
@@ -45,13 +44,7 @@ from serving.problems import (
 )
 from serving.ratelimit import RateLimiter
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ACTIVITY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
