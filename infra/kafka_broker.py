@@ -141,10 +141,22 @@ def _port_taken(host: str, port: int) -> bool:
     return False
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, an id starting with ``-`` is drawn again: the storage
+    tool's argument parser would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(paths: BrokerPaths, classpath: str) -> None:
     if (paths.data / "meta.properties").is_file():
         return  # formatted by an earlier `up`: reuse the data
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     result = subprocess.run(
         ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
          "-t", cluster_id, "-c", str(paths.config)],
