@@ -176,11 +176,7 @@ class TrainingSettings(_Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
-            raise ValueError(f"not a cron expression: {value!r}")
-        return value
+        return _valid_cron(value)
 
 
 class MlflowSettings(_Section):
@@ -227,6 +223,51 @@ class SimulationSettings(_Section):
     mean_daily_rate: float = Field(default=0.35, gt=0, description="Mean tx/customer/day.")
 
 
+def _valid_cron(value: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"not a cron expression: {value!r}")
+    return value
+
+
+class MonitoringSettings(_Section):
+    """Drift and online-quality jobs, their alerts and the drift -> retraining policy."""
+
+    drift_source: Literal["auto", "predictions", "snapshot"] = Field(
+        default="auto",
+        description="Current window: customers scored in the last `drift_window_hours` (prediction log), the "
+                    "latest offline snapshot of all customers, or `auto` (predictions when there are enough).")
+    drift_window_hours: float = Field(default=24.0, gt=0, description="Prediction-log window of a drift run.")
+    drift_min_rows: int = Field(default=200, ge=10, description="Fewest current rows a drift run accepts.")
+    drift_max_rows: int = Field(default=5_000, ge=100, description="Current rows sampled at most.")
+    drift_method: str | None = Field(
+        default=None, description="Evidently's per-feature drift method (e.g. psi, wasserstein, ks, jensenshannon); "
+                                  "none: Evidently's choice by column type and size.")
+    drift_threshold: float | None = Field(default=None, gt=0, description="Threshold of `drift_method` "
+                                          "(none: the method's default).")
+    drift_share_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="Share of drifted features at which the dataset counts as drifted.")
+    psi_threshold: float = Field(default=0.25, gt=0, description="PSI at which a single feature counts as shifted.")
+    drift_schedule: str = Field(default="0 * * * *", description="Cron of the drift job in `monitor schedule` (UTC).")
+    quality_schedule: str = Field(default="30 4 * * *", description="Cron of the online-quality job (UTC).")
+    quality_min_predictions: int = Field(default=30, ge=1, description="Fewest matured predictions per group.")
+    quality_alert_f1_drop: float = Field(
+        default=0.1, ge=0, le=1, description="Alert when online macro-F1 is this far below the champion's test F1.")
+    webhook_url: str | None = Field(
+        default=None, description="Where the jobs post alerts (Alertmanager webhook payload); none: log only.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    retrain_on_drift: bool = Field(default=True, description="Start a training run when the dataset drifts.")
+    retrain_min_interval_h: float = Field(
+        default=24.0, ge=0, description="Hours after a drift-triggered run before drift may trigger another.")
+    metrics_port: int = Field(default=9103, ge=0, le=65535, description="/metrics of `monitor schedule` (0: off).")
+
+    @field_validator("drift_schedule", "quality_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _valid_cron(value)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -245,6 +286,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,9 @@ serve_app = typer.Typer(help="The scorer: REST API over Feast online features an
 key_app = typer.Typer(help="API keys for the scorer (stored hashed under the data directory).", no_args_is_help=True)
 serve_app.add_typer(key_app, name="key")
 app.add_typer(serve_app, name="serve")
+monitor_app = typer.Typer(help="Drift and online quality: the champion watched against its training data and "
+                               "against the outcomes that followed its predictions.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,21 +75,29 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    with_prometheus: Annotated[bool, typer.Option(
+        "--with-prometheus", help="Also run a local Prometheus (Debian package `prometheus`) scraping the services "
+                                  "with infra/prometheus's config and alert rules.")] = False,
+    prometheus_port: Annotated[int, typer.Option(min=1, max=65535,
+                                                 help="Listen port of that Prometheus (on 127.0.0.1).")] = 9090,
+) -> None:
     """Start the embedded Kafka broker (unless kafka.bootstrap_servers names a cluster) and create topics."""
+    from infra.observability import PrometheusError
     from infra.stack import stack_up as start
 
     cfg = settings()
     try:
-        statuses = start(cfg, report=lambda line: console.print(f"[dim]·[/dim] {line}"))
-    except _known_errors() as exc:
+        statuses = start(cfg, report=lambda line: console.print(f"[dim]·[/dim] {line}"),
+                         with_prometheus=with_prometheus, prometheus_port=prometheus_port)
+    except (*_known_errors(), PrometheusError) as exc:
         raise fail(exc) from None
     _print_statuses(statuses)
 
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop exactly the processes `stack up` started; the data stays for the next `up`."""
+    """Stop exactly the processes `stack up` started (broker, Prometheus); the data stays for the next `up`."""
     from infra.stack import stack_down as stop
 
     stopped = stop(settings())
@@ -95,7 +106,7 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status() -> None:
-    """Say what runs where."""
+    """Say what runs where (Prometheus too, when `stack up --with-prometheus` started it)."""
     from infra.stack import stack_status as status
 
     statuses = status(settings())
@@ -123,9 +134,16 @@ def produce_simulate(
     first_day: Annotated[int, typer.Option(help="Skip this many days after start.")] = 0,
     seed: Annotated[int | None, typer.Option(help="Random seed [simulation.seed].")] = None,
     rate: Annotated[float | None, typer.Option(help="Cap in events/s (default: as fast as possible).")] = None,
+    shift_from_day: Annotated[int | None, typer.Option(
+        help="Shift the population from this day index on (a drift scenario; see the other --shift options).")] = None,
+    shift_amount_factor: Annotated[float, typer.Option(help="Multiply amounts by this from the shift on.")] = 1.0,
+    shift_category: Annotated[str | None, typer.Option(
+        help="Only amounts in this merchant category (default: all).")] = None,
+    shift_channel_mix: Annotated[str | None, typer.Option(
+        help="New channel mix from the shift on: 5 weights for in_store,online,mobile,atm,other.")] = None,
 ) -> None:
     """Publish a synthetic population's transactions (deterministic under the seed)."""
-    from streaming.simulator import make_population
+    from streaming.simulator import Shift, make_population
 
     cfg = settings()
     sim = cfg.simulation
@@ -133,6 +151,15 @@ def produce_simulate(
         first = date.fromisoformat(start) if start else sim.start
         population = make_population(customers or sim.customers, first, days or sim.days,
                                      seed if seed is not None else sim.seed, sim.mean_daily_rate)
+        if shift_from_day is not None:
+            try:
+                mix = None if shift_channel_mix is None else tuple(float(w) for w in shift_channel_mix.split(","))
+            except ValueError:
+                raise UserError(f"--shift-channel-mix takes comma-separated numbers, not {shift_channel_mix!r}"
+                                ) from None
+            population = population.shifted(Shift(shift_from_day, shift_amount_factor, shift_category, mix))
+        elif shift_amount_factor != 1.0 or shift_category or shift_channel_mix:
+            raise UserError("--shift-amount-factor, --shift-category and --shift-channel-mix need --shift-from-day")
         _publish_simulation(cfg, population, first_day, rate)
     except _known_errors() as exc:
         raise fail(exc) from None
@@ -539,6 +566,167 @@ def demo(
         run_demo(settings(), console, customers=customers, days=days)
     except _known_errors() as exc:
         raise fail(exc) from None
+
+
+# ------------------------------------------------------------------------------------- monitor
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    source: Annotated[str | None, typer.Option(
+        help="Current window: predictions (customers scored in the last monitoring.drift_window_hours), "
+             "snapshot (every customer as of the newest state) or auto [monitoring.drift_source].")] = None,
+    retrain: Annotated[bool | None, typer.Option(
+        "--retrain/--no-retrain", help="Start a training run when drifted [monitoring.retrain_on_drift].")] = None,
+) -> None:
+    """Drift of the current features and predictions against the champion's reference (Evidently + PSI).
+
+    Saves the HTML report, logs it to MLflow (<experiment>-monitoring), exports Prometheus figures
+    (<data_dir>/monitoring/drift.prom), posts alerts to monitoring.webhook_url, and applies the
+    drift -> retraining policy.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from monitoring.drift import SOURCES, DriftError, run_drift
+
+    cfg = settings()
+    if source is not None and source not in (*SOURCES, "auto"):
+        raise fail(f"--source must be one of {', '.join((*SOURCES, 'auto'))}, not {source!r}")
+    try:
+        with console.status("drift") as status:
+            outcome = run_drift(cfg, source=source, retrain=retrain, progress=lambda step: status.update(step))
+    except (*_known_errors(), DriftError, MlflowException, OSError) as exc:
+        raise fail(f"drift run failed: {exc}") from None
+    _print_drift(outcome)
+
+
+def _print_drift(outcome) -> None:  # noqa: ANN001 - monitoring.drift.DriftOutcome
+    f = outcome.figures
+    table = Table("feature", "drift score", "method", "PSI", "drifted", title=outcome.summary())
+    for name in sorted(f.scores, key=lambda n: -f.psi[n]):
+        table.add_row(name, f"{f.scores[name]:.3f}", f.methods[name], f"{f.psi[name]:.3f}",
+                      "[red]yes[/red]" if name in f.drifted else "")
+    table.add_row("(activity score)", f"{f.prediction_score:.3f}", f.prediction_method, "",
+                  "[red]yes[/red]" if f.prediction_detected else "")
+    console.print(table)
+    for alert in outcome.alerts:
+        console.print(f"[yellow]alert[/yellow] {alert.name}: {alert.summary}"
+                      + ("" if outcome.alerts_delivered else " [red](webhook failed)[/red]"))
+    if outcome.retrain:
+        console.print(f"retraining: {outcome.retrain}")
+    console.print(f"report: {outcome.report_path}  ·  MLflow run {outcome.run_id}  ·  {outcome.seconds:.1f} s")
+
+
+@monitor_app.command("schedule")
+def monitor_schedule(
+    max_runs: Annotated[int | None, typer.Option(help="Stop after this many runs (default: run forever).")] = None,
+) -> None:
+    """Run drift (monitoring.drift_schedule) and online quality (monitoring.quality_schedule) on their crons.
+
+    Serves the jobs' Prometheus metrics on 127.0.0.1:monitoring.metrics_port; Ctrl-C stops.
+    """
+    from prometheus_client import start_http_server
+
+    from monitoring.drift import run_drift
+    from monitoring.quality import run_quality
+    from training.schedule import CronJob, run_jobs
+
+    cfg = settings()
+    m = cfg.monitoring
+    if m.metrics_port:
+        try:
+            start_http_server(m.metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            raise fail(f"cannot serve metrics on 127.0.0.1:{m.metrics_port} (monitoring.metrics_port): {exc}") from None
+        console.print(f"metrics on http://127.0.0.1:{m.metrics_port}/metrics")
+    jobs = [
+        CronJob("drift", m.drift_schedule, lambda: run_drift(cfg).summary()),
+        CronJob("quality", m.quality_schedule,
+                lambda: f"{run_quality(cfg).matured:,} matured predictions scored"),
+    ]
+    try:
+        run_jobs(jobs, max_runs=max_runs, on_event=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    except KeyboardInterrupt:
+        console.print("schedule stopped")
+
+
+def _since(text: str | None, now: datetime) -> datetime | None:
+    """``30d`` / ``12h`` before ``now``, or an ISO 8601 time (UTC when it has no offset)."""
+    import re
+    from datetime import timedelta
+
+    if text is None:
+        return None
+    relative = re.fullmatch(r"(\d+(?:\.\d+)?)([dh])", text.strip())
+    if relative:
+        amount = float(relative[1])
+        return now - (timedelta(days=amount) if relative[2] == "d" else timedelta(hours=amount))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--since must be like 30d, 12h or an ISO 8601 time, not {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@monitor_app.command("quality")
+def monitor_quality(
+    since: Annotated[str | None, typer.Option(
+        help="Predictions logged since: 30d, 12h or an ISO 8601 time (default: the whole log).")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the report as Markdown.")] = False,
+) -> None:
+    """Online quality: matured predictions against their realized outcomes, per model version and A/B arm.
+
+    Reports to Prometheus (and <data_dir>/monitoring/quality.prom), MLflow (<experiment>-monitoring) and the alert
+    webhook (when the champion's online macro-F1 falls too far below its test macro-F1).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from monitoring.quality import run_quality
+
+    cfg = settings()
+    now = datetime.now(UTC)
+    try:
+        report = run_quality(cfg, since=_since(since, now), now=now)
+    except (*_known_errors(), MlflowException, OSError) as exc:
+        raise fail(f"online quality failed: {exc}") from None
+    if markdown:
+        print(report.markdown(), end="")
+        return
+    _print_quality(report)
+
+
+def _print_quality(report) -> None:  # noqa: ANN001 - monitoring.quality.QualityReport
+    from training.labels import CLASSES
+
+    def cell(values: dict[str, float], name: str) -> str:
+        value = values.get(name, float("nan"))
+        return "n/a" if value != value else f"{value:.4f}"
+
+    through = report.matured_through
+    console.print(f"[dim]{report.window}; as_of through {through or '-'} matured "
+                  f"({report.horizon_days}-day horizon)[/dim]")
+    console.print("[dim]prediction log: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in report.funnel.items())
+                  + "[/dim]")
+    if not report.groups:
+        console.print("no prediction has matured yet: nothing to score")
+    else:
+        names = ["accuracy", "macro_precision", "macro_recall", "macro_f1", *[f"f1_{c}" for c in CLASSES], "roc_auc"]
+        table = Table("version", "arm", "n", "accuracy", "precision", "recall", "macro-F1",
+                      *[f"F1 {c}" for c in CLASSES], "ROC-AUC", title="online quality of matured predictions")
+        for group in report.groups:
+            values = group.values()
+            cells = [cell(values, n) for n in names] if group.scored else \
+                [f"too few (< {report.min_predictions})", *[""] * (len(names) - 1)]
+            table.add_row(group.version, group.arm, f"{group.n:,}", *cells)
+        console.print(table)
+        console.print(f"A/B: {report.arm_test.summary()}" if report.arm_test is not None else
+                      "A/B: no test (both arms need a scored group)")
+    if report.champion_version is not None and report.champion_test_macro_f1 is not None:
+        console.print(f"champion v{report.champion_version}: test macro-F1 {report.champion_test_macro_f1:.4f}")
+    for alert in report.alerts:
+        delivered = "" if report.alerts_delivered else " (webhook did not accept it)"
+        console.print(f"[yellow]alert {alert.name}[/yellow]: {alert.summary}{delivered}")
+    console.print(f"[dim]MLflow run {report.run_id}[/dim]")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""`activity stack up | down | status`: the local stack's lifecycle on the embedded default."""
+"""`activity stack up | down | status`: the local stack's lifecycle on the embedded default.
+
+The stack is the Kafka broker (unless kafka.bootstrap_servers names a cluster) and, on request, a
+local Prometheus scraping the platform's services (infra/observability.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ from dataclasses import dataclass
 
 from activity_settings import Settings
 from infra.kafka_broker import BrokerPaths, metadata_ready, running_broker, start_broker, stop_broker
+from infra.observability import (
+    DEFAULT_PORT,
+    PrometheusPaths,
+    is_ready,
+    running_prometheus,
+    start_prometheus,
+    stop_prometheus,
+)
 from infra.topics import ensure_topics
 
 
@@ -18,8 +30,16 @@ class ServiceStatus:
     detail: str
 
 
-def stack_up(settings: Settings, report: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
-    """Start what the settings say we own (nothing, for an external cluster); create topics."""
+def stack_up(
+    settings: Settings,
+    report: Callable[[str], None] = lambda _: None,
+    with_prometheus: bool = False,
+    prometheus_port: int = DEFAULT_PORT,
+) -> list[ServiceStatus]:
+    """Start what the settings say we own (nothing, for an external cluster); create topics.
+
+    ``with_prometheus`` also starts a local Prometheus on ``prometheus_port`` scraping our services.
+    """
     kafka = settings.kafka
     if kafka.embedded:
         start_broker(kafka, settings.home, report)
@@ -30,12 +50,17 @@ def stack_up(settings: Settings, report: Callable[[str], None] = lambda _: None)
         )
     partitions = ensure_topics(kafka)
     report("topics: " + ", ".join(f"{name} ({count} partitions)" for name, count in partitions.items()))
+    if with_prometheus:
+        start_prometheus(settings, report, port=prometheus_port)
     return stack_status(settings)
 
 
 def stack_down(settings: Settings) -> list[str]:
     """Stop exactly the processes `stack_up` started; an external cluster is left alone."""
     stopped = []
+    pid = stop_prometheus(settings)
+    if pid is not None:
+        stopped.append(f"prometheus (pid {pid})")
     if settings.kafka.embedded:
         pid = stop_broker(settings.home, settings.kafka.broker_version)
         if pid is not None:
@@ -44,12 +69,28 @@ def stack_down(settings: Settings) -> list[str]:
 
 
 def stack_status(settings: Settings) -> list[ServiceStatus]:
+    """Kafka's state, and Prometheus's when `stack up --with-prometheus` started one (until `stack down`)."""
+    return [_kafka_status(settings), *_prometheus_status(settings)]
+
+
+def _kafka_status(settings: Settings) -> ServiceStatus:
     kafka = settings.kafka
     if not kafka.embedded:
         ready = metadata_ready(kafka.client_config())
-        return [ServiceStatus("kafka", ready, kafka.bootstrap, "external cluster")]
+        return ServiceStatus("kafka", ready, kafka.bootstrap, "external cluster")
     paths = BrokerPaths.under(settings.home, kafka.broker_version)
     process = running_broker(paths)
     ready = process is not None and metadata_ready(kafka.client_config())
     detail = f"pid {process.pid}, log {paths.log}" if process else f"stopped (data in {paths.data})"
-    return [ServiceStatus("kafka", ready, kafka.bootstrap, detail)]
+    return ServiceStatus("kafka", ready, kafka.bootstrap, detail)
+
+
+def _prometheus_status(settings: Settings) -> list[ServiceStatus]:
+    paths = PrometheusPaths.under(settings.home)
+    if not paths.pid_file.is_file():
+        return []  # not started by `stack up --with-prometheus`: not part of this stack
+    process = running_prometheus(paths)
+    if process is None:
+        return [ServiceStatus("prometheus", False, "-", f"exited; see {paths.log}")]
+    ready = is_ready(process.url)
+    return [ServiceStatus("prometheus", ready, process.url, f"pid {process.pid}, log {paths.log}")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 
@@ -54,6 +54,37 @@ _MERCHANT_IDS = pa.array([f"m{k:05d}" for k in range(len(MERCHANT_CATEGORIES) * 
 
 
 @dataclass(frozen=True)
+class Shift:
+    """A change of the population from day index ``from_day`` on, for drift scenarios.
+
+    Amounts in ``category`` (every category when None) are multiplied by ``amount_factor``;
+    ``channel_mix`` (probabilities over ``CHANNELS``) replaces every customer's channel mix.
+    Days before ``from_day`` are unchanged, event for event.
+    """
+
+    from_day: int
+    amount_factor: float = 1.0
+    category: str | None = None
+    channel_mix: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.amount_factor <= 0:
+            raise ValueError(f"shift amount factor must be positive, got {self.amount_factor}")
+        if self.category is not None and self.category not in MERCHANT_CATEGORIES:
+            raise ValueError(f"unknown merchant category {self.category!r}; one of {', '.join(MERCHANT_CATEGORIES)}")
+        if self.channel_mix is not None:
+            mix = np.asarray(self.channel_mix, dtype=float)
+            if len(mix) != len(CHANNELS) or (mix < 0).any() or mix.sum() <= 0:
+                raise ValueError(f"a channel mix is {len(CHANNELS)} non-negative weights over {', '.join(CHANNELS)}")
+
+    def channel_cum(self, customers: int) -> np.ndarray | None:
+        if self.channel_mix is None:
+            return None
+        mix = np.asarray(self.channel_mix, dtype=float)
+        return np.tile(np.cumsum(mix / mix.sum()), (customers, 1))
+
+
+@dataclass(frozen=True)
 class Population:
     """The customers' fixed parameters. Index ``i`` is customer ``customer_ids[i]``."""
 
@@ -70,6 +101,11 @@ class Population:
     category_cum: np.ndarray  # (n, categories) cumulative probabilities
     channel_cum: np.ndarray  # (n, channels) cumulative probabilities
     favourite_merchant: np.ndarray  # per customer offset into each category's merchant pool
+    shift: Shift | None = None
+
+    def shifted(self, shift: Shift | None) -> Population:
+        """The same customers, changed by ``shift`` from its first day on."""
+        return replace(self, shift=shift)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -166,10 +202,17 @@ def day_events(population: Population, day: int) -> pa.Table:
     counts = rng.poisson(rates)
     rows = np.repeat(np.arange(population.size), counts)
     n = len(rows)
+    shift = population.shift if population.shift is not None and day >= population.shift.from_day else None
     category = _pick(population.category_cum, rows, rng.random(n))
-    channel = _pick(population.channel_cum, rows, rng.random(n))
+    channel_cum = shift.channel_cum(population.size) if shift is not None else None
+    channel = _pick(population.channel_cum if channel_cum is None else channel_cum, rows, rng.random(n))
     mu, sigma = CATEGORY_AMOUNT[category, 0], CATEGORY_AMOUNT[category, 1]
-    amount = np.maximum(np.round(np.exp(mu + sigma * rng.standard_normal(n)), 2), 0.01)
+    amount = np.exp(mu + sigma * rng.standard_normal(n))
+    if shift is not None and shift.amount_factor != 1.0:
+        shifted = np.ones(n, dtype=bool) if shift.category is None else (
+            category == MERCHANT_CATEGORIES.index(shift.category))
+        amount = np.where(shifted, amount * shift.amount_factor, amount)
+    amount = np.maximum(np.round(amount, 2), 0.01)
     night = rng.random(n) < SEGMENT_NIGHT_SHARE[population.segment[rows]]
     hour = np.where(night, rng.uniform(0, 6, n), np.clip(rng.normal(14.5, 3.5, n), 6, 23.999))
     millis = (hour * 3_600_000).astype(np.int64)

@@ -224,12 +224,13 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
              probabilities: np.ndarray, y_test: np.ndarray, workdir: Path) -> Any:
     import mlflow
 
+    from features.store import historical_features, open_feature_store
     from training import tracking
     from training.evaluate import comparison_table, markdown_table
     from training.model_card import model_card
     from training.onnx_export import ensemble_to_onnx, save
     from training.plots import save_all
-    from training.reference import reference_sample, reference_statistics
+    from training.reference import reference_entities, reference_statistics
 
     t = settings.training
     mlflow.log_params({
@@ -262,13 +263,13 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
         policy=policy_of(settings), feature_names=list(FEATURE_NAMES), table=table,
         headline=results["ensemble"].as_dict(),
     ), "model_card.md")
-    train_rows = data.part("train")
-    sample = reference_sample(train_rows, t.reference_sample_rows, seed=t.model.seed)
+    entities = reference_entities(data.daily, t.reference_sample_rows, seed=t.model.seed)
+    sample = historical_features(open_feature_store(settings), entities)[[*entities.columns, *FEATURE_NAMES]]
     sample_path = workdir / "reference" / "features.parquet"
     sample_path.parent.mkdir(parents=True)
     sample.to_parquet(sample_path, index=False)
     mlflow.log_artifact(str(sample_path), "reference")
-    mlflow.log_dict(reference_statistics(train_rows), "reference/statistics.json")
+    mlflow.log_dict(reference_statistics(sample, data.part("train")["label"]), "reference/statistics.json")
     onnx_path = workdir / tracking.ONNX_FILE
     save(ensemble_to_onnx(fitted.ensemble), onnx_path)
     return tracking.log_model(fitted.ensemble, onnx_path, test.head(50), workdir / "model")

@@ -1,6 +1,10 @@
-"""The training reference for drift checks: a sample of the training features and their statistics.
+"""The training reference for drift checks: a sample of features and their statistics.
 
 Logged with every model; the drift job compares the features of scored customers against it.
+The sample is the population as the model meets it when it is deployed: the features of the
+training data's customers as of its last day, through the same Feast retrieval. (The training rows
+themselves span months of as_of dates, early ones with windows not yet full, so they differ
+from any single day's population by construction, and a drift check against them would always fire.)
 The histogram edges are the reference's deciles, so PSI compares like with like.
 """
 
@@ -16,11 +20,17 @@ from features.transform import FEATURE_NAMES
 PSI_BINS = 10
 
 
-def reference_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    """A uniform sample of the training rows' features (and their labels)."""
-    columns = [*FEATURE_NAMES, "label"]
-    sample = frame if len(frame) <= rows else frame.sample(rows, random_state=seed)
-    return sample[columns].reset_index(drop=True)
+def reference_entities(daily: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """Up to ``rows`` customers of the daily counts, each as of 00:00 UTC of the last day counted.
+
+    ``daily`` has ``customer_id, day`` (epoch days); the last day may be incomplete, so the
+    snapshot stands at its start, like an as_of of the training grid.
+    """
+    customers = pd.Series(pd.unique(daily["customer_id"]), dtype=object)
+    if len(customers) > rows:
+        customers = customers.sample(rows, random_state=seed)
+    as_of = pd.Timestamp(int(daily["day"].max()) * 86_400, unit="s", tz="UTC").as_unit("ns")
+    return pd.DataFrame({"customer_id": customers.sort_values().to_numpy(), "event_timestamp": as_of})
 
 
 def bin_edges(values: np.ndarray, bins: int = PSI_BINS) -> np.ndarray:
@@ -32,11 +42,12 @@ def bin_edges(values: np.ndarray, bins: int = PSI_BINS) -> np.ndarray:
 
 
 def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    """Shares of ``values`` in the right-closed bins ``(edge[k-1], edge[k]]`` (so a mass of zeros has its own bin)."""
+    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
     return counts / max(1, counts.sum())
 
 
-def reference_statistics(frame: pd.DataFrame) -> dict[str, Any]:
+def reference_statistics(frame: pd.DataFrame, labels: pd.Series | None = None) -> dict[str, Any]:
     """Per feature: mean, std, quantiles, and the PSI bins (edges and shares); plus the label shares."""
     stats: dict[str, Any] = {"rows": len(frame), "features": {}}
     for name in FEATURE_NAMES:
@@ -48,8 +59,8 @@ def reference_statistics(frame: pd.DataFrame) -> dict[str, Any]:
             "quantiles": {str(q): float(np.quantile(values, q)) for q in (0.01, 0.25, 0.5, 0.75, 0.99)},
             "psi_edges": edges.tolist(), "psi_shares": bin_shares(values, edges).tolist(),
         }
-    if "label" in frame:
-        stats["labels"] = {str(k): float(v) for k, v in frame["label"].value_counts(normalize=True).items()}
+    if labels is not None:
+        stats["labels"] = {str(k): float(v) for k, v in labels.value_counts(normalize=True).items()}
     return stats
 
 

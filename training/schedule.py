@@ -63,37 +63,69 @@ class RunRecord:
     started: datetime
     ok: bool
     message: str
+    job: str = "training"
+
+
+@dataclass(frozen=True)
+class CronJob:
+    """A job fired at each time of a cron expression (UTC); ``run`` returns a one-line account."""
+
+    name: str
+    expression: str
+    run: Callable[[], str]
+    after_failure: str = ""  # what a failure leaves, told with it (e.g. "champion unchanged")
 
 
 def next_fire(expression: str, after: datetime) -> datetime:
     return croniter(expression, after).get_next(datetime)
 
 
+def run_jobs(jobs: list[CronJob], *, max_runs: int | None = None,
+             now: Callable[[], datetime] = lambda: datetime.now(UTC),
+             sleep: Callable[[float], None] = time.sleep,
+             on_event: Callable[[str], None] = log.info) -> list[RunRecord]:
+    """Fire each job at its cron times until ``max_runs`` runs happened in all (forever when None).
+
+    Jobs due at the same time run one after the other. A failing run is recorded and reported; the
+    schedule goes on. Missed fire times (the machine slept, a run took longer) are not replayed.
+    """
+    records: list[RunRecord] = []
+    start = now()
+    fires = {job.name: next_fire(job.expression, start) for job in jobs}
+    for job in jobs:
+        on_event(f"next {job.name} run at {fires[job.name]:%Y-%m-%d %H:%M} UTC ({job.expression})")
+    while max_runs is None or len(records) < max_runs:
+        job = min(jobs, key=lambda j: fires[j.name])
+        while (wait := (fires[job.name] - now()).total_seconds()) > 0:
+            sleep(min(wait, 60.0))
+        started = now()
+        try:
+            record = RunRecord(started, True, job.run(), job.name)
+        except RunInProgress as exc:
+            record = RunRecord(started, False, f"skipped: {exc}", job.name)
+        except Exception as exc:  # noqa: BLE001 - a failed run must not stop the schedule
+            log.exception("%s run failed", job.name)
+            left = f", {job.after_failure}" if job.after_failure else ""
+            record = RunRecord(started, False, f"failed{left}: {type(exc).__name__}: {exc}", job.name)
+        records.append(record)
+        on_event(f"{job.name} run " + ("finished: " if record.ok else "") + record.message)
+        fires[job.name] = next_fire(job.expression, now())
+        on_event(f"next {job.name} run at {fires[job.name]:%Y-%m-%d %H:%M} UTC ({job.expression})")
+    return records
+
+
 def run_schedule(settings: Settings, run: Callable[[], Any], *, max_runs: int | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep,
                  on_event: Callable[[str], None] = log.info) -> list[RunRecord]:
-    """Fire ``run`` at each cron time (UTC) until ``max_runs`` runs happened (forever when None).
+    """Retrain at each time of ``training.schedule`` (UTC) under the training lock.
 
-    A failing run is recorded and reported; the schedule goes on. A run that finds the lock held
-    is skipped. Missed fire times (the machine slept, a run took longer) are not replayed.
+    A run that finds the lock held is skipped; a failed run leaves the champion unchanged.
     """
-    records: list[RunRecord] = []
-    expression = settings.training.schedule
-    while max_runs is None or len(records) < max_runs:
-        fire = next_fire(expression, now())
-        on_event(f"next training run at {fire:%Y-%m-%d %H:%M} UTC ({expression})")
-        while (wait := (fire - now()).total_seconds()) > 0:
-            sleep(min(wait, 60.0))
-        started = now()
-        try:
-            with exclusive_run(settings):
-                outcome = run()
-            record = RunRecord(started, True, str(getattr(getattr(outcome, "decision", None), "summary", lambda: "")()))
-        except RunInProgress as exc:
-            record = RunRecord(started, False, f"skipped: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a failed run must not stop the schedule
-            record = RunRecord(started, False, f"failed, champion unchanged: {type(exc).__name__}: {exc}")
-        records.append(record)
-        on_event(("run finished: " if record.ok else "run ") + record.message)
-    return records
+    def locked() -> str:
+        with exclusive_run(settings):
+            outcome = run()
+        return str(getattr(getattr(outcome, "decision", None), "summary", lambda: "")())
+
+    job = CronJob("training", settings.training.schedule, locked, after_failure="champion unchanged")
+    return run_jobs([job], max_runs=max_runs, now=now, sleep=sleep, on_event=on_event)

@@ -61,12 +61,22 @@ def client(settings: Settings) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(settings: Settings) -> str:
+def experiment_id(settings: Settings, name: str | None = None) -> str:
+    """The id of experiment ``name`` (default: ``mlflow.experiment``), created under the artifact location."""
     mlflow_client = client(settings)
-    experiment = mlflow_client.get_experiment_by_name(settings.mlflow.experiment)
+    name = name or settings.mlflow.experiment
+    experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow_client.create_experiment(settings.mlflow.experiment, artifact_location=artifact_location(settings))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=artifact_location(settings))
+    except MlflowException:  # created meanwhile by another job
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 class ActivityModel(mlflow.pyfunc.PythonModel):

@@ -83,3 +83,32 @@ def test_oracle_answers_beyond_the_simulated_period(population) -> None:  # noqa
     future = expected_activity(population, end, end + timedelta(days=30))
     assert (future["expected_count"] >= 0).all() and future["expected_count"].sum() > 0
     assert (future["expected_spend"] >= future["expected_count"] * 0).all()
+
+
+def test_a_shift_changes_only_its_days_amounts_in_its_category_and_the_channel_mix() -> None:
+    from streaming.simulator import CHANNELS, Shift
+
+    population = make_population(400, date(2026, 1, 1), 40, seed=5)
+    shifted = population.shifted(Shift(from_day=20, amount_factor=3.0, category="grocery",
+                                       channel_mix=(0, 0, 0, 0, 1)))
+    assert day_events(shifted, 19).equals(day_events(population, 19))
+    before, after = day_events(population, 25).to_pandas(), day_events(shifted, 25).to_pandas()
+    assert before["transaction_id"].tolist() == after["transaction_id"].tolist()
+    grocery = before["merchant_category"] == "grocery"
+    assert grocery.any() and (~grocery).any()
+    ratio = after.loc[grocery, "amount"] / before.loc[grocery, "amount"]
+    assert np.allclose(ratio, 3.0, rtol=0.01)
+    assert after.loc[~grocery, "amount"].equals(before.loc[~grocery, "amount"])
+    assert set(after["channel"]) == {CHANNELS[4]}
+    assert set(before["channel"]) != {CHANNELS[4]}
+
+
+def test_a_shift_rejects_what_it_cannot_mean() -> None:
+    from streaming.simulator import Shift
+
+    with pytest.raises(ValueError, match="merchant category"):
+        Shift(from_day=0, category="spaceships")
+    with pytest.raises(ValueError, match="channel mix"):
+        Shift(from_day=0, channel_mix=(1.0, 0.0))
+    with pytest.raises(ValueError, match="positive"):
+        Shift(from_day=0, amount_factor=0.0)

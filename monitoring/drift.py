@@ -1,0 +1,444 @@
+"""`activity monitor drift`: does the model see now what it was trained on?
+
+Reference: the training sample logged with the champion (``reference/features.parquet`` and the
+PSI bins in ``reference/statistics.json``). Current: the features of the customers scored in the
+last window (read back from the prediction log, then retrieved point-in-time from Feast) or, with
+no recent predictions, the latest offline snapshot of every customer. Both go through THE
+transform, so a difference is a difference in the population, not in code.
+
+Evidently tests each feature (its method per column type and size: Wasserstein distance for
+numerical columns of this size) and the predicted activity score; PSI is computed over the
+reference's decile bins. The HTML report is saved and logged to MLflow; the figures go to
+Prometheus; alerts go to the webhook; and, by the policy in settings, a drifted dataset starts a
+retraining run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from activity_settings import MonitoringSettings, Settings
+from features.state import ENTITY_KEY, EVENT_TIMESTAMP
+from features.transform import FEATURE_NAMES
+from monitoring import metrics
+from monitoring.alerts import Alert, notify
+from training.labels import CLASSES
+from training.reference import bin_shares, psi
+
+log = logging.getLogger(__name__)
+
+SCORE = "activity_score"  # p(growth) - p(decline): the prediction whose drift is watched
+REFERENCE_ARTIFACTS = "reference"
+SOURCES = ("predictions", "snapshot")
+
+
+class DriftError(RuntimeError):
+    """A drift run cannot start (no champion, no reference, no current data); the message says why."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    model_name: str
+    model_version: str
+    run_id: str
+    onnx_path: Path
+    features: pd.DataFrame
+    statistics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Current:
+    features: pd.DataFrame  # FEATURE_NAMES columns
+    source: str  # "predictions" | "snapshot"
+    as_of: datetime  # the newest as_of in the window
+    detail: str
+
+
+@dataclass(frozen=True)
+class DriftFigures:
+    """What one comparison found; pure data, no I/O."""
+
+    share: float
+    detected: bool
+    drifted: list[str]
+    scores: dict[str, float]
+    methods: dict[str, str]
+    psi: dict[str, float]
+    prediction_score: float
+    prediction_method: str
+    prediction_detected: bool
+    reference_rows: int
+    current_rows: int
+
+    def high_psi(self, threshold: float) -> dict[str, float]:
+        return {name: value for name, value in self.psi.items() if value >= threshold}
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    figures: DriftFigures
+    source: str
+    as_of: datetime
+    model_version: str
+    report_path: Path
+    run_id: str | None
+    alerts: list[Alert] = field(default_factory=list)
+    alerts_delivered: bool = True
+    retrain: str | None = None  # what the policy did: None (not asked), or a one-line account
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        f = self.figures
+        state = "DRIFT" if f.detected else "no drift"
+        return (f"{state}: {len(f.drifted)}/{len(f.scores)} features drifted (share {f.share:.2f}), "
+                f"prediction drift {'yes' if f.prediction_detected else 'no'} "
+                f"(score {f.prediction_score:.3f}); {f.current_rows:,} current rows from the {self.source} "
+                f"vs {f.reference_rows:,} reference rows of model v{self.model_version}")
+
+
+# --------------------------------------------------------------------------- pure comparison
+
+
+def _drifted(method: str, value: float, threshold: float) -> bool:
+    """Evidently's rule: p-value methods drift below the threshold, distances at or above it."""
+    return value < threshold if "p_value" in method else value >= threshold
+
+
+def compare(reference: pd.DataFrame, current: pd.DataFrame, reference_scores: np.ndarray,
+            current_scores: np.ndarray, statistics: dict[str, Any], drift_share: float,
+            html_path: Path | None = None, method: str | None = None, threshold: float | None = None
+            ) -> DriftFigures:
+    """Evidently data drift over FEATURE_NAMES and value drift of the activity score; PSI per feature."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    columns = list(FEATURE_NAMES)
+    definition = DataDefinition(numerical_columns=[*columns, SCORE])
+    ref = reference[columns].astype(np.float64).assign(**{SCORE: reference_scores})
+    cur = current[columns].astype(np.float64).assign(**{SCORE: current_scores})
+    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share, method=method, threshold=threshold),
+                     ValueDrift(column=SCORE, method=method, threshold=threshold)])
+    snapshot = report.run(current_data=Dataset.from_pandas(cur, data_definition=definition),
+                          reference_data=Dataset.from_pandas(ref, data_definition=definition))
+    if html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(html_path))
+    scores: dict[str, float] = {}
+    methods: dict[str, str] = {}
+    thresholds: dict[str, float] = {}
+    share = 0.0
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith("DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+        elif config["type"].endswith("ValueDrift"):
+            scores[config["column"]] = float(metric["value"])
+            methods[config["column"]] = str(config.get("method"))
+            thresholds[config["column"]] = float(config.get("threshold"))
+    drifted = [c for c in columns if _drifted(methods[c], scores[c], thresholds[c])]
+    return DriftFigures(
+        share=share,
+        detected=share >= drift_share,
+        drifted=drifted,
+        scores={c: scores[c] for c in columns},
+        methods={c: methods[c] for c in columns},
+        psi=psi_by_feature(statistics, current),
+        prediction_score=scores[SCORE],
+        prediction_method=methods[SCORE],
+        prediction_detected=_drifted(methods[SCORE], scores[SCORE], thresholds[SCORE]),
+        reference_rows=len(reference),
+        current_rows=len(current),
+    )
+
+
+def psi_by_feature(statistics: dict[str, Any], current: pd.DataFrame) -> dict[str, float]:
+    """PSI of each feature over the reference's bins (logged with the model)."""
+    result = {}
+    for name in FEATURE_NAMES:
+        reference = statistics["features"][name]
+        edges = np.asarray(reference["psi_edges"], dtype=np.float64)
+        values = current[name].to_numpy(dtype=np.float64)
+        result[name] = psi(np.asarray(reference["psi_shares"]), bin_shares(values, edges))
+    return result
+
+
+def drift_alerts(figures: DriftFigures, monitoring: MonitoringSettings, model_version: str, source: str
+                 ) -> list[Alert]:
+    """The alerts a comparison raises: dataset drift (naming the features, with their PSI) and prediction drift.
+
+    A single feature with a high PSI is a Prometheus rule (``FeaturePsiHigh``), not a job alert:
+    one feature moving (a customer base ageing moves tenure) is worth a look, not a page.
+    """
+    labels = {"model_version": model_version, "source": source}
+    alerts = []
+    if figures.detected:
+        shown = ", ".join(figures.drifted[:8]) + (" …" if len(figures.drifted) > 8 else "")
+        high = sorted(figures.high_psi(monitoring.psi_threshold).items(), key=lambda item: -item[1])[:8]
+        alerts.append(Alert(
+            "ActivityFeatureDrift",
+            f"{len(figures.drifted)} of {len(figures.scores)} features drifted (share {figures.share:.2f} "
+            f">= {monitoring.drift_share_threshold})",
+            f"Drifted: {shown}. PSI >= {monitoring.psi_threshold}: "
+            + (", ".join(f"{name} {value:.2f}" for name, value in high) or "none")
+            + f". Current: {figures.current_rows} rows from the {source}; reference: "
+            f"{figures.reference_rows} rows of model v{model_version}.",
+            severity="warning", labels=labels))
+    if figures.prediction_detected:
+        alerts.append(Alert(
+            "ActivityPredictionDrift",
+            f"predicted activity score drifted ({figures.prediction_method} {figures.prediction_score:.3f})",
+            "The distribution of p(growth) - p(decline) on current features differs from the reference's.",
+            severity="warning", labels=labels))
+    return alerts
+
+
+def should_retrain(detected: bool, last_triggered: datetime | None, now: datetime,
+                   monitoring: MonitoringSettings) -> bool:
+    """The drift -> retraining policy: on, drifted, and not within the minimum interval of the last one."""
+    if not (monitoring.retrain_on_drift and detected):
+        return False
+    return last_triggered is None or now - last_triggered >= timedelta(hours=monitoring.retrain_min_interval_h)
+
+
+# --------------------------------------------------------------------------- reference and current
+
+
+def load_reference(settings: Settings, workdir: Path) -> Reference:
+    """The champion's training reference (sample and statistics) and its ONNX model."""
+    from training.tracking import CHAMPION, client, load_by_alias
+
+    model = load_by_alias(settings, CHAMPION, workdir / "models")
+    if model is None:
+        raise DriftError(f"no `{CHAMPION}` version of {settings.mlflow.registered_model!r} in the registry: "
+                         "run `activity train run` first")
+    target = workdir / "reference" / model.version
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        local = Path(client(settings).download_artifacts(model.run_id, REFERENCE_ARTIFACTS, str(target)))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        raise DriftError(f"model v{model.version} has no training reference in run {model.run_id}: {exc}") from exc
+    features = pd.read_parquet(local / "features.parquet")
+    statistics = json.loads((local / "statistics.json").read_text())
+    return Reference(model.name, model.version, model.run_id, model.onnx_path, features, statistics)
+
+
+def current_from_predictions(settings: Settings, store: Any, since: datetime) -> Current | None:
+    """Features of the customers answered since ``since``, as of their (latest) request time."""
+    from features.store import historical_features
+    from monitoring.predictions import read_predictions
+
+    logged = read_predictions(settings.kafka, since=since)
+    logged = logged[~logged["shadow"]]
+    if logged.empty:
+        return None
+    latest = logged.sort_values("as_of").groupby("customer_id", sort=False).tail(1)
+    if len(latest) > settings.monitoring.drift_max_rows:
+        latest = latest.sample(settings.monitoring.drift_max_rows, random_state=0)
+    entities = pd.DataFrame({ENTITY_KEY: latest["customer_id"].to_numpy(),
+                             EVENT_TIMESTAMP: latest["as_of"].to_numpy()})
+    features = historical_features(store, entities)
+    return Current(features[list(FEATURE_NAMES)].reset_index(drop=True), "predictions",
+                   latest["as_of"].max().to_pydatetime(),
+                   f"{len(logged):,} answers since {since:%Y-%m-%d %H:%M} UTC, {len(latest):,} customers")
+
+
+def current_from_snapshot(settings: Settings, store: Any) -> Current | None:
+    """Every stored customer (sampled to ``drift_max_rows``) as of the newest state in the offline store."""
+    import pyarrow.dataset as ds
+
+    from features.repo import OFFLINE_DIR
+    from features.store import historical_features, repo_dir
+
+    offline = repo_dir(settings) / OFFLINE_DIR
+    if not offline.is_dir():
+        return None
+    keys = ds.dataset(offline, format="parquet").to_table(columns=[ENTITY_KEY, EVENT_TIMESTAMP]).to_pandas()
+    if keys.empty:
+        return None
+    as_of = pd.to_datetime(keys[EVENT_TIMESTAMP], utc=True).max()
+    customers = pd.Series(keys[ENTITY_KEY].unique())
+    if len(customers) > settings.monitoring.drift_max_rows:
+        customers = customers.sample(settings.monitoring.drift_max_rows, random_state=0)
+    entities = pd.DataFrame({ENTITY_KEY: customers.to_numpy(), EVENT_TIMESTAMP: as_of})
+    features = historical_features(store, entities)
+    return Current(features[list(FEATURE_NAMES)].reset_index(drop=True), "snapshot", as_of.to_pydatetime(),
+                   f"{len(entities):,} customers as of {as_of:%Y-%m-%d %H:%M} UTC (offline store)")
+
+
+def current_window(settings: Settings, source: str, now: datetime) -> Current:
+    """The current rows by ``source`` (``auto``: predictions when there are enough, else the snapshot)."""
+    from features.store import open_feature_store
+
+    store = open_feature_store(settings)
+    monitoring = settings.monitoring
+    current: Current | None = None
+    if source in ("auto", "predictions"):
+        current = current_from_predictions(settings, store, now - timedelta(hours=monitoring.drift_window_hours))
+        if source == "predictions" and (current is None or len(current.features) < monitoring.drift_min_rows):
+            found = 0 if current is None else len(current.features)
+            raise DriftError(f"{found} customers were scored in the last {monitoring.drift_window_hours:g} h "
+                             f"(monitoring.drift_min_rows = {monitoring.drift_min_rows}); "
+                             "try --source snapshot")
+        if current is not None and len(current.features) < monitoring.drift_min_rows:
+            current = None
+    if current is None:
+        current = current_from_snapshot(settings, store)
+    if current is None or len(current.features) < monitoring.drift_min_rows:
+        found = 0 if current is None else len(current.features)
+        raise DriftError(f"only {found} current rows (monitoring.drift_min_rows = {monitoring.drift_min_rows}): "
+                         "stream some transactions first")
+    return current
+
+
+def activity_scores(onnx_path: Path, features: pd.DataFrame) -> np.ndarray:
+    """The model's activity score per row (the same ONNX graph the scorer runs)."""
+    from training.model import as_matrix
+    from training.onnx_export import OnnxScorer
+
+    probabilities = OnnxScorer(onnx_path).predict_proba(as_matrix(features[list(FEATURE_NAMES)]))
+    return probabilities[:, CLASSES.index("growth")] - probabilities[:, CLASSES.index("decline")]
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def reports_dir(settings: Settings) -> Path:
+    return settings.home / "monitoring" / "reports"
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.home / "monitoring" / "state.json"
+
+
+def _read_state(settings: Settings) -> dict[str, Any]:
+    path = _state_path(settings)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_drift(settings: Settings, source: str | None = None, now: datetime | None = None,
+              retrain: bool | None = None, progress: Any = lambda _step: None) -> DriftOutcome:
+    """One drift run: compare, report (HTML, MLflow, Prometheus), alert, and apply the retraining policy.
+
+    ``retrain`` overrides ``monitoring.retrain_on_drift`` (None: the setting).
+    """
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    monitoring = settings.monitoring
+    chosen = source or monitoring.drift_source
+    with tempfile.TemporaryDirectory(prefix="activity-drift-") as tmp:
+        progress("loading the champion's training reference")
+        reference = load_reference(settings, Path(tmp))
+        progress("gathering the current window")
+        current = current_window(settings, chosen, now)
+        progress(f"comparing {len(current.features):,} current rows with {len(reference.features):,} reference rows")
+        report_path = reports_dir(settings) / f"drift-{now:%Y%m%dT%H%M%SZ}.html"
+        figures = compare(reference.features, current.features,
+                          activity_scores(reference.onnx_path, reference.features),
+                          activity_scores(reference.onnx_path, current.features),
+                          reference.statistics, monitoring.drift_share_threshold, report_path,
+                          monitoring.drift_method, monitoring.drift_threshold)
+    _export(figures)
+    progress("logging the report to MLflow")
+    run_id = _log_run(settings, figures, reference, current, report_path)
+    alerts = drift_alerts(figures, monitoring, reference.model_version, current.source)
+    delivered = notify(settings, alerts)
+    policy_on = monitoring.retrain_on_drift if retrain is None else retrain
+    decision = _apply_policy(settings, figures.detected, policy_on, now, progress)
+    metrics.DRIFT_RUNS.labels("drift" if figures.detected else "no_drift").inc()
+    metrics.DRIFT_LAST_RUN.set(time.time())
+    outcome = DriftOutcome(figures, current.source, current.as_of, reference.model_version, report_path, run_id,
+                           alerts, delivered, decision, time.monotonic() - started)
+    metrics.write_textfile(settings, "drift", metrics.DRIFT_METRICS)
+    return outcome
+
+
+def _export(figures: DriftFigures) -> None:
+    metrics.DRIFT_SHARE.set(figures.share)
+    metrics.DRIFT_DETECTED.set(int(figures.detected))
+    metrics.DRIFTED_FEATURES.set(len(figures.drifted))
+    metrics.PREDICTION_DRIFT_SCORE.set(figures.prediction_score)
+    metrics.PREDICTION_DRIFT_DETECTED.set(int(figures.prediction_detected))
+    metrics.DRIFT_ROWS.set(figures.current_rows)
+    for name, value in figures.psi.items():
+        metrics.FEATURE_PSI.labels(name).set(value)
+    for name, value in figures.scores.items():
+        metrics.FEATURE_DRIFT_SCORE.labels(name).set(value)
+
+
+def _log_run(settings: Settings, figures: DriftFigures, reference: Reference, current: Current,
+             report_path: Path) -> str | None:
+    import mlflow
+
+    from training.tracking import experiment_id
+
+    with mlflow.start_run(experiment_id=experiment_id(settings, metrics.monitoring_experiment(settings)),
+                          run_name=f"drift {current.as_of:%Y-%m-%d %H:%M}",
+                          tags={"job": "drift", "model_version": reference.model_version,
+                                "model_run_id": reference.run_id, "source": current.source}) as run:
+        mlflow.log_params({"source": current.source, "current": current.detail, "as_of": current.as_of.isoformat(),
+                           "drift_share_threshold": settings.monitoring.drift_share_threshold,
+                           "psi_threshold": settings.monitoring.psi_threshold})
+        mlflow.log_metrics({"drift_share": figures.share, "drift_detected": float(figures.detected),
+                            "drifted_features": float(len(figures.drifted)),
+                            "prediction_drift_score": figures.prediction_score,
+                            "prediction_drift_detected": float(figures.prediction_detected),
+                            "current_rows": float(figures.current_rows),
+                            **{f"psi_{k}": v for k, v in figures.psi.items()},
+                            **{f"drift_score_{k}": v for k, v in figures.scores.items()}})
+        mlflow.log_artifact(str(report_path), "drift")
+        mlflow.log_dict({"drifted": figures.drifted, "methods": figures.methods, "scores": figures.scores,
+                         "psi": figures.psi}, "drift/figures.json")
+        return run.info.run_id
+
+
+def _apply_policy(settings: Settings, detected: bool, policy_on: bool, now: datetime, progress: Any) -> str | None:
+    if not detected:
+        return None
+    if not policy_on:
+        return "not started: monitoring.retrain_on_drift is off"
+    state = _read_state(settings)
+    last = state.get("last_drift_retrain")
+    last_at = datetime.fromisoformat(last) if last else None
+    monitoring = settings.monitoring.model_copy(update={"retrain_on_drift": True})
+    if not should_retrain(detected, last_at, now, monitoring):
+        return (f"not started: the last drift-triggered run was at {last_at:%Y-%m-%d %H:%M} UTC "
+                f"(monitoring.retrain_min_interval_h = {monitoring.retrain_min_interval_h:g})")
+    from training.pipeline import train
+    from training.schedule import RunInProgress, exclusive_run
+
+    progress("drift detected: starting a training run (monitoring.retrain_on_drift)")
+    _write_state(settings, {**state, "last_drift_retrain": now.isoformat()})
+    try:
+        with exclusive_run(settings):
+            outcome = train(settings)
+    except RunInProgress as exc:
+        metrics.RETRAINS.labels("skipped").inc()
+        return f"skipped: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a failed retraining leaves the champion; the drift run still reports
+        log.exception("drift-triggered training failed")
+        metrics.RETRAINS.labels("failed").inc()
+        return f"failed, champion unchanged: {type(exc).__name__}: {exc}"
+    metrics.RETRAINS.labels("done").inc()
+    return f"done: {outcome.decision.summary()}"

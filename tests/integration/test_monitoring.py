@@ -1,0 +1,162 @@
+"""Drift on the real stack: a shifted population is detected and alerted; the same length unshifted is not.
+
+The simulated population streams through the real Spark job into Feast, a champion is trained
+and registered in MLflow with its reference sample; then 4 more weeks stream, unshifted, and the
+drift job runs; then 4 more weeks with grocery amounts x3 and a new channel mix, and it runs again.
+Alerts go to a webhook receiver on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from activity_settings import Settings
+from tests.integration.conftest import isolated, training_settings
+
+pytestmark = pytest.mark.integration
+
+HISTORY_DAYS = 200
+WINDOW_DAYS = 28
+SHIFT = {"amount_factor": 3.0, "category": "grocery", "channel_mix": (0.1, 0.2, 0.3, 0.1, 0.3)}
+
+
+class Receiver:
+    """An Alertmanager-style webhook receiver collecting the bodies it is posted."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alert_names(self) -> list[str]:
+        return [alert["labels"]["alertname"] for body in self.bodies for alert in body["alerts"]]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def watched(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver):  # noqa: ANN201
+    """A population streamed for 200 days and a champion trained on it."""
+    from streaming.simulator import make_population
+    from training.pipeline import train
+
+    settings = training_settings(isolated(kafka_stack, tmp_path_factory.mktemp("watched")))
+    settings = settings.model_copy(update={
+        "training": settings.training.model_copy(update={"reference_sample_rows": 2_000}),
+        "monitoring": settings.monitoring.model_copy(update={
+            "webhook_url": receiver.url, "drift_source": "snapshot", "retrain_on_drift": False}),
+    })
+    population = make_population(1_500, date(2026, 1, 1), HISTORY_DAYS + 2 * WINDOW_DAYS, seed=23)
+    _stream_days(settings, population, 0, HISTORY_DAYS)
+    outcome = train(settings)
+    assert outcome.decision.alias == "champion"
+    return settings, population
+
+
+def _stream_days(settings: Settings, population, first: int, days: int) -> None:  # noqa: ANN001
+    from streaming.publish import encode_simulated, publish_tables
+    from streaming.runner import run_stream
+    from streaming.simulator import simulate
+
+    assert publish_tables(settings.kafka, simulate(population, first, days), encode_simulated).failed == 0
+    run_stream(settings, until_idle_s=2.0)
+
+
+def _gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
+    return REGISTRY.get_sample_value(name, labels or {})
+
+
+def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(watched, receiver: Receiver) -> None:  # noqa: ANN001
+    from mlflow import MlflowClient
+
+    from monitoring.drift import run_drift
+    from streaming.simulator import Shift
+    from training.tracking import tracking_uri
+
+    settings, population = watched
+    _stream_days(settings, population, HISTORY_DAYS, WINDOW_DAYS)
+    calm = run_drift(settings)
+    assert not calm.figures.detected, calm.summary()
+    assert calm.alerts == [] and receiver.bodies == []
+    assert _gauge("activity_monitor_drift_detected") == 0
+
+    shifted = population.shifted(Shift(from_day=HISTORY_DAYS + WINDOW_DAYS, **SHIFT))
+    _stream_days(settings, shifted, HISTORY_DAYS + WINDOW_DAYS, WINDOW_DAYS)
+    drifted = run_drift(settings)
+    assert drifted.figures.detected, drifted.summary()
+    assert drifted.figures.share >= settings.monitoring.drift_share_threshold > calm.figures.share
+    # the channel mix moved: those features are among the drifted ones, and their PSI says so too
+    assert {"share_in_store_90d", "share_other_90d"} <= set(drifted.figures.drifted)
+    assert drifted.figures.psi["share_other_90d"] > 0.25 > calm.figures.psi["share_other_90d"]
+
+    assert drifted.alerts_delivered and len(receiver.bodies) == 1
+    body = receiver.bodies[0]
+    assert body["version"] == "4" and body["status"] == "firing" and body["receiver"]
+    alert = body["alerts"][0]
+    assert alert["labels"]["alertname"] == "ActivityFeatureDrift"
+    assert alert["labels"]["model_version"] == drifted.model_version
+    assert "share_other_90d" in alert["annotations"]["description"]
+    assert alert["startsAt"].endswith("Z") and alert["fingerprint"]
+
+    assert _gauge("activity_monitor_drift_detected") == 1
+    assert _gauge("activity_monitor_drift_share") == pytest.approx(drifted.figures.share)
+    assert _gauge("activity_monitor_feature_psi", {"feature": "share_other_90d"}) == pytest.approx(
+        drifted.figures.psi["share_other_90d"])
+    assert (settings.home / "monitoring" / "drift.prom").read_text().count("activity_monitor_drift_share") >= 1
+
+    assert drifted.report_path.is_file() and drifted.report_path.stat().st_size > 10_000
+    mlflow_client = MlflowClient(tracking_uri(settings))
+    run = mlflow_client.get_run(drifted.run_id)
+    assert run.data.metrics["drift_share"] == pytest.approx(drifted.figures.share)
+    assert run.data.tags["job"] == "drift" and run.data.tags["model_version"] == drifted.model_version
+    assert {a.path for a in mlflow_client.list_artifacts(drifted.run_id, "drift")} == {
+        f"drift/{drifted.report_path.name}", "drift/figures.json"}
+
+
+def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) -> None:  # noqa: ANN001
+    from monitoring.drift import run_drift
+    from training.tracking import client
+
+    settings, _ = watched
+    name = settings.mlflow.registered_model
+    before = {v.version for v in client(settings).search_model_versions(f"name='{name}'")}
+    first = run_drift(settings, retrain=True)
+    assert first.figures.detected and first.retrain is not None and first.retrain.startswith("done"), first.retrain
+    after = {v.version for v in client(settings).search_model_versions(f"name='{name}'")}
+    assert len(after - before) == 1
+    champion = client(settings).get_model_version_by_alias(name, "champion").version
+    second = run_drift(settings, retrain=True)
+    if champion in after - before:
+        # the new champion's reference is the shifted population: the drift is gone
+        assert not second.figures.detected and second.retrain is None, second.summary()
+    else:
+        # the old champion stays: still drifted, but the policy waits out its interval
+        assert second.figures.detected and second.retrain is not None
+        assert second.retrain.startswith("not started"), second.retrain
+    assert {v.version for v in client(settings).search_model_versions(f"name='{name}'")} == after
