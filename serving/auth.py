@@ -272,7 +272,11 @@ class Authenticator:
 
     The API key file is cached and re-read only when its (mtime, size, inode) changes, so a key
     check is one ``stat`` plus one HMAC, and a revocation applies from the next request.
+    A verified token's principal is kept (``VERIFIED_TOKENS`` at most) until the token expires, so
+    a client's next requests skip the signature check; tokens are immutable, so this changes no answer.
     """
+
+    VERIFIED_TOKENS = 10_000
 
     def __init__(self, settings: Settings) -> None:
         self._secret = jwt_secret(settings)
@@ -281,6 +285,7 @@ class Authenticator:
         self._keys: dict[str, _StoredKey] = {}
         self._keys_signature: tuple[int, int, int] | None = None
         self._reload_lock = threading.Lock()
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (principal, exp + leeway)
         # Unknown ids still cost one HMAC, so timing does not tell which ids exist.
         self._decoy = _StoredKey("", frozenset(), secrets.token_bytes(16), secrets.token_bytes(32))
 
@@ -311,6 +316,11 @@ class Authenticator:
     def _check_jwt(self, token: str) -> Principal:
         if len(token) > MAX_CREDENTIAL_CHARS:
             raise _unauthenticated("invalid_token", "The bearer token is invalid.")
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            self._verified.pop(token, None)
         try:
             claims = self._jwt.decode(
                 token,
@@ -326,7 +336,11 @@ class Authenticator:
             raise _unauthenticated("invalid_token", "The bearer token is invalid.") from None
         scope = claims.get("scope", "")
         scopes = frozenset(scope.split()) & ALL_SCOPES if isinstance(scope, str) else frozenset()
-        return Principal(str(claims["sub"]), scopes, "jwt")
+        principal = Principal(str(claims["sub"]), scopes, "jwt")
+        if len(self._verified) >= self.VERIFIED_TOKENS:
+            self._verified.clear()  # rare: simplest bound, the next requests verify again
+        self._verified[token] = (principal, float(claims["exp"]) + LEEWAY_S)
+        return principal
 
     def _check_api_key(self, key: str) -> Principal:
         match = _API_KEY.match(key) if len(key) <= MAX_CREDENTIAL_CHARS else None

@@ -132,9 +132,7 @@ class OnlineFeatures:
             log.warning("%d stored state(s) are malformed and were scored as never seen: rebuild the features "
                         "with `activity stream backfill`", malformed)
         columns = window_features(states, as_of)
-        matrix = np.empty((len(values), len(FEATURE_NAMES)), dtype=np.float32)
-        for j, name in enumerate(FEATURE_NAMES):
-            matrix[:, j] = columns[name]
+        matrix = np.stack([columns[name] for name in FEATURE_NAMES], axis=1, dtype=np.float32)
         return OnlineRows(matrix, [t if ok else None for (_, t), ok in zip(stored, known, strict=True)], known)
 
     def close(self) -> None:

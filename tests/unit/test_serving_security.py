@@ -506,3 +506,18 @@ def test_a_shared_problem_instance_is_not_mutated_by_answering_it() -> None:
     assert client.get("/a").json()["instance"] == "/a"
     assert client.get("/b").json()["instance"] == "/b"
     assert shared.instance is None
+
+
+def test_a_verified_token_is_remembered_until_it_expires(settings: Settings, auth: Authenticator,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    token = issue_token(settings, "analyst", [SCOPE_SCORES], ttl_s=60)
+    first = auth.authenticate(f"Bearer {token}", None)
+    decoded: list[int] = []
+    original = auth._jwt.decode
+    monkeypatch.setattr(auth._jwt, "decode", lambda *a, **k: decoded.append(1) or original(*a, **k))
+    assert auth.authenticate(f"Bearer {token}", None) == first and decoded == []  # no second signature check
+    principal, _ = auth._verified[token]
+    auth._verified[token] = (principal, time.time() - 1)  # as if its expiry had passed
+    assert auth.authenticate(f"Bearer {token}", None) == first and decoded == [1]  # checked again, not trusted
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert refused(auth.authenticate, f"Bearer {tampered}", None).extra["reason"] == "invalid_token"
