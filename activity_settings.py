@@ -113,6 +113,7 @@ class StreamingSettings(_Section):
     )
     snapshot_every_batches: int = Field(default=25, ge=1, description="Compact the state logs this often.")
     metrics_port: int = Field(default=19101, ge=0, le=65535, description="Prometheus /metrics; 0 = off.")
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics (0.0.0.0 in a container).")
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     fail_on_data_loss: bool = True
 
@@ -261,6 +262,7 @@ class MonitoringSettings(_Section):
     retrain_min_interval_h: float = Field(
         default=24.0, ge=0, description="Hours after a drift-triggered run before drift may trigger another.")
     metrics_port: int = Field(default=9103, ge=0, le=65535, description="/metrics of `monitor schedule` (0: off).")
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics (0.0.0.0 in a container).")
 
     @field_validator("drift_schedule", "quality_schedule")
     @classmethod
@@ -357,3 +359,28 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
     flatten(ENV_PREFIX, settings.model_dump(mode="json"))
     return env
+
+
+def settings_reference() -> str:
+    """Every setting as a Markdown table: name, environment variable, default, what it does.
+
+    The README's configuration reference is this text (a test keeps them equal).
+    """
+    rows = ["| setting | environment variable | default | description |", "| --- | --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            dotted = f"{prefix}{name}"
+            env = ENV_PREFIX + dotted.upper().replace(".", "__")
+            default = info.get_default(call_default_factory=True)
+            shown = "none" if default is None else json.dumps(default, default=str) if isinstance(
+                default, list | dict) else str(default).lower() if isinstance(default, bool) else str(default)
+            description = (info.description or "").replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{dotted}` | `{env}` | `{shown}` | {description} |")
+
+    walk(Settings, "")
+    return "\n".join(rows) + "\n"

@@ -92,9 +92,10 @@ def publish_simulation(
     first_day: int = 0,
     pace: Pace = Pace(),
     progress: Progress = lambda _: None,
+    days: int | None = None,
 ) -> DeliveryReport:
-    """Publish the population's days from ``first_day`` on, in event-time order."""
-    return publish_tables(kafka, simulate(population, first_day), encode_simulated, pace, progress)
+    """Publish ``days`` days (default: all the rest) of the population from ``first_day`` on, in event-time order."""
+    return publish_tables(kafka, simulate(population, first_day, days), encode_simulated, pace, progress)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,12 +38,12 @@ class StreamSummary:
 _serving_metrics_on: set[int] = set()
 
 
-def serve_metrics(port: int) -> None:
-    """Serve this process's Prometheus registry on loopback (once per port and process)."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve this process's Prometheus registry on ``host:port`` (once per port and process)."""
     from prometheus_client import start_http_server
 
     if port not in _serving_metrics_on:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
         _serving_metrics_on.add(port)
 
 
@@ -87,7 +87,7 @@ def run_stream(
     for directory in (paths.checkpoint, paths.state, paths.archive):
         directory.mkdir(parents=True, exist_ok=True)
     if settings.streaming.metrics_port:
-        serve_metrics(settings.streaming.metrics_port)
+        serve_metrics(settings.streaming.metrics_port, settings.streaming.metrics_host)
         report(f"metrics on http://127.0.0.1:{settings.streaming.metrics_port}/metrics")
     spark = spark_session(settings, "activity-stream")
     writer = FeatureWriter.open(settings)

@@ -195,12 +195,9 @@ def _pick(cum: np.ndarray, rows: np.ndarray, uniform: np.ndarray) -> np.ndarray:
     return np.minimum(picked, cum.shape[1] - 1)
 
 
-def day_events(population: Population, day: int) -> pa.Table:
-    """All transactions of day index ``day`` as an Arrow table, sorted by event time."""
-    rng = np.random.default_rng([population.seed, 1, day])
-    rates = population.daily_rate(np.array([day]))[:, 0]
-    counts = rng.poisson(rates)
-    rows = np.repeat(np.arange(population.size), counts)
+def _purchases(population: Population, rows: np.ndarray, rng: np.random.Generator, day: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Category, channel and amount of one purchase per customer index in ``rows`` (shift applied)."""
     n = len(rows)
     shift = population.shift if population.shift is not None and day >= population.shift.from_day else None
     category = _pick(population.category_cum, rows, rng.random(n))
@@ -212,22 +209,16 @@ def day_events(population: Population, day: int) -> pa.Table:
         shifted = np.ones(n, dtype=bool) if shift.category is None else (
             category == MERCHANT_CATEGORIES.index(shift.category))
         amount = np.where(shifted, amount * shift.amount_factor, amount)
-    amount = np.maximum(np.round(amount, 2), 0.01)
-    night = rng.random(n) < SEGMENT_NIGHT_SHARE[population.segment[rows]]
-    hour = np.where(night, rng.uniform(0, 6, n), np.clip(rng.normal(14.5, 3.5, n), 6, 23.999))
-    millis = (hour * 3_600_000).astype(np.int64)
-    merchant_offset = (population.favourite_merchant[rows] + rng.geometric(0.35, n) - 1) % MERCHANTS_PER_CATEGORY
-    order = np.argsort(millis, kind="stable")
-    rows, category, channel, amount, millis, merchant_offset = (
-        rows[order], category[order], channel[order], amount[order], millis[order], merchant_offset[order]
-    )
-    day_start = datetime.combine(population.start + timedelta(days=day), datetime.min.time(), UTC)
-    epoch_ms = int(day_start.timestamp() * 1000) + millis
+    return category, channel, np.maximum(np.round(amount, 2), 0.01)
+
+
+def _table(population: Population, rows: np.ndarray, category: np.ndarray, channel: np.ndarray,
+           amount: np.ndarray, epoch_ms: np.ndarray, merchant_offset: np.ndarray, ids: pa.Array) -> pa.Table:
+    n = len(rows)
     merchant_number = category * MERCHANTS_PER_CATEGORY + merchant_offset
-    sequence = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 7, "0")
     return pa.table({
         "schema_version": pa.array(np.full(n, SCHEMA_VERSION, dtype=np.int32)),
-        "transaction_id": pc.binary_join_element_wise(f"t{population.fingerprint}-{day_start:%Y%m%d}-", sequence, ""),
+        "transaction_id": ids,
         "customer_id": population.customer_id_array.take(rows),
         "amount": pa.array(amount),
         "currency": pa.array(np.full(n, CURRENCY)),
@@ -238,6 +229,51 @@ def day_events(population: Population, day: int) -> pa.Table:
         "channel": pa.DictionaryArray.from_arrays(
             pa.array(channel.astype(np.int32)), pa.array(CHANNELS)).cast(pa.string()),
     })
+
+
+def _sequence(prefix: str, n: int) -> pa.Array:
+    return pc.binary_join_element_wise(prefix, pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 7, "0"), "")
+
+
+def day_events(population: Population, day: int) -> pa.Table:
+    """All transactions of day index ``day`` as an Arrow table, sorted by event time."""
+    rng = np.random.default_rng([population.seed, 1, day])
+    rates = population.daily_rate(np.array([day]))[:, 0]
+    counts = rng.poisson(rates)
+    rows = np.repeat(np.arange(population.size), counts)
+    n = len(rows)
+    category, channel, amount = _purchases(population, rows, rng, day)
+    night = rng.random(n) < SEGMENT_NIGHT_SHARE[population.segment[rows]]
+    hour = np.where(night, rng.uniform(0, 6, n), np.clip(rng.normal(14.5, 3.5, n), 6, 23.999))
+    millis = (hour * 3_600_000).astype(np.int64)
+    merchant_offset = (population.favourite_merchant[rows] + rng.geometric(0.35, n) - 1) % MERCHANTS_PER_CATEGORY
+    order = np.argsort(millis, kind="stable")
+    rows, category, channel, amount, millis, merchant_offset = (
+        rows[order], category[order], channel[order], amount[order], millis[order], merchant_offset[order]
+    )
+    day_start = datetime.combine(population.start + timedelta(days=day), datetime.min.time(), UTC)
+    epoch_ms = int(day_start.timestamp() * 1000) + millis
+    ids = _sequence(f"t{population.fingerprint}-{day_start:%Y%m%d}-", n)
+    return _table(population, rows, category, channel, amount, epoch_ms, merchant_offset, ids)
+
+
+def live_events(population: Population, count: int, start_ms: int, end_ms: int, tick: int) -> pa.Table:
+    """``count`` transactions happening now, between ``start_ms`` and ``end_ms`` (epoch ms), in time order.
+
+    Customers are drawn in proportion to their rate on the current day, purchases as on any day
+    (with the shift, if any). ``tick`` numbers the call: ids are unique per (population, tick).
+    """
+    rng = np.random.default_rng([population.seed, 2, tick])
+    day = population.day_index(datetime.fromtimestamp(start_ms / 1000, UTC))
+    rates = population.daily_rate(np.array([day]))[:, 0]
+    total = rates.sum()
+    p = rates / total if total > 0 else np.full(population.size, 1.0 / population.size)
+    rows = rng.choice(population.size, size=count, p=p)
+    category, channel, amount = _purchases(population, rows, rng, day)
+    epoch_ms = np.sort(rng.integers(start_ms, max(end_ms, start_ms + 1), count))
+    merchant_offset = (population.favourite_merchant[rows] + rng.geometric(0.35, count) - 1) % MERCHANTS_PER_CATEGORY
+    ids = _sequence(f"t{population.fingerprint}-live{tick:010d}-", count)
+    return _table(population, rows, category, channel, amount, epoch_ms, merchant_offset, ids)
 
 
 def simulate(population: Population, first_day: int = 0, days: int | None = None) -> Iterator[pa.Table]:

@@ -1,4 +1,8 @@
-"""The README's main command: `activity demo` runs every step on a fresh data directory."""
+"""The README's main command: `activity demo` runs every step on a fresh data directory.
+
+With the defaults, as the README runs it: stream, train and promote, score over REST, shift,
+drift alert, retrain.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,16 @@ def test_demo_finishes_every_step_on_a_fresh_data_directory(tmp_path: Path) -> N
     settings = stack_settings(tmp_path)
     env = settings_env(settings) | {"ACTIVITY_STREAMING__METRICS_PORT": "0"}
     try:
-        result = subprocess.run([sys.executable, "-m", "activity", "demo", "--customers", "500", "--days", "40"],
-                                env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([sys.executable, "-m", "activity", "demo"],
+                                env=env, capture_output=True, text=True, timeout=900)
     finally:
         stack_down(settings)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("✓ done") == 4
+    assert result.stdout.count("✓ done") == 8, result.stdout[-3000:]
     assert "online features == point-in-time offline features: yes" in result.stdout
     assert "failed" not in result.stdout
+    assert "-> champion" in result.stdout and "without credentials: HTTP 401" in result.stdout
+    assert "webhook received ActivityFeatureDrift" in result.stdout
+    assert "retraining: done" in result.stdout
+    reports = list((settings.home / "demo").glob("*/monitoring/reports/drift-*.html"))
+    assert len(reports) == 1 and f"drift report: {reports[0]}" in result.stdout

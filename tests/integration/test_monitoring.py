@@ -8,17 +8,14 @@ Alerts go to a webhook receiver on 127.0.0.1.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from activity_settings import Settings
+from monitoring.receiver import AlertReceiver
 from tests.integration.conftest import isolated, training_settings
 
 pytestmark = pytest.mark.integration
@@ -28,40 +25,14 @@ WINDOW_DAYS = 28
 SHIFT = {"amount_factor": 3.0, "category": "grocery", "channel_mix": (0.1, 0.2, 0.3, 0.1, 0.3)}
 
 
-class Receiver:
-    """An Alertmanager-style webhook receiver collecting the bodies it is posted."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def alert_names(self) -> list[str]:
-        return [alert["labels"]["alertname"] for body in self.bodies for alert in body["alerts"]]
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[AlertReceiver]:
+    with AlertReceiver() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def watched(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver):  # noqa: ANN201
+def watched(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory, receiver: AlertReceiver):  # noqa: ANN201
     """A population streamed for 200 days and a champion trained on it."""
     from streaming.simulator import make_population
     from training.pipeline import train
@@ -92,7 +63,7 @@ def _gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
     return REGISTRY.get_sample_value(name, labels or {})
 
 
-def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(watched, receiver: Receiver) -> None:  # noqa: ANN001
+def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(watched, receiver: AlertReceiver) -> None:  # noqa: ANN001
     from mlflow import MlflowClient
 
     from monitoring.drift import run_drift
@@ -160,3 +131,22 @@ def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) 
         assert second.figures.detected and second.retrain is not None
         assert second.retrain.startswith("not started"), second.retrain
     assert {v.version for v in client(settings).search_model_versions(f"name='{name}'")} == after
+
+
+def test_the_cli_reports_drift_and_exits_cleanly(watched) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    settings, _ = watched
+    done = subprocess.run([sys.executable, "-m", "activity", "monitor", "drift", "--source", "snapshot",
+                           "--no-retrain"], env=settings_env(settings), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "features drifted" in done.stdout and "tenure_days" in done.stdout and "report:" in done.stdout
+    exported = (settings.home / "monitoring" / "drift.prom").read_text()
+    assert 'activity_monitor_feature_psi{feature="share_other_90d"}' in exported
+    assert "activity_monitor_online_quality" not in exported
+    bad = subprocess.run([sys.executable, "-m", "activity", "monitor", "drift", "--source", "yesterday"],
+                         env=settings_env(settings), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "--source must be one of" in bad.stderr

@@ -94,3 +94,26 @@ def test_a_bad_cron_expression_fails_at_start_naming_the_setting() -> None:
     with pytest.raises(SettingsError, match=r"training\.schedule .*ACTIVITY_TRAINING__SCHEDULE"):
         load_settings(training={"schedule": "every day"})
     assert next_fire("0 3 * * *", datetime(2026, 3, 1, 4, 0, tzinfo=UTC)) == datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+
+
+def test_several_jobs_fire_each_on_its_own_cron() -> None:
+    from training.schedule import CronJob, run_jobs
+
+    clock = Clock(datetime(2026, 3, 1, 10, 2, tzinfo=UTC))
+    fired: list[tuple[str, datetime]] = []
+
+    def job(name: str):  # noqa: ANN202
+        def run() -> str:
+            fired.append((name, clock()))
+            if name == "quality":
+                raise RuntimeError("no archive")
+            return "ok"
+        return run
+
+    records = run_jobs([CronJob("drift", "*/20 * * * *", job("drift")),
+                        CronJob("quality", "30 10 * * *", job("quality"), after_failure="nothing changed")],
+                       max_runs=4, now=clock, sleep=clock.sleep, on_event=lambda _: None)
+    at = lambda h, m: datetime(2026, 3, 1, h, m, tzinfo=UTC)  # noqa: E731
+    assert fired == [("drift", at(10, 20)), ("quality", at(10, 30)), ("drift", at(10, 40)), ("drift", at(11, 0))]
+    assert [r.job for r in records] == ["drift", "quality", "drift", "drift"]
+    assert records[1].message == "failed, nothing changed: RuntimeError: no archive" and not records[1].ok

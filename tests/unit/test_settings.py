@@ -78,3 +78,15 @@ def test_settings_environment_reproduces_the_settings(monkeypatch: pytest.Monkey
     for name, value in settings_environment(original).items():
         monkeypatch.setenv(name, value)
     assert load_settings() == original
+
+
+def test_the_readme_reference_lists_every_setting_as_generated() -> None:
+    from pathlib import Path
+
+    from activity_settings import settings_reference
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start, end = "<!-- settings-reference:start -->\n", "<!-- settings-reference:end -->"
+    documented = readme[readme.index(start) + len(start):readme.index(end)]
+    assert documented == settings_reference(), "run: activity settings --reference, and paste it into README.md"
+    assert "`monitoring.drift_share_threshold` | `ACTIVITY_MONITORING__DRIFT_SHARE_THRESHOLD` | `0.3`" in documented
