@@ -9,10 +9,12 @@
 
     python -m bench.ingest [--customers 100000] [--events 2000000] [--steady-rate 10000]
                            [--steady-seconds 60] [--max-offsets 1000000] [--partitions 4]
-                           [--peer-timeout 300] [--quick]
+                           [--peer-timeout 300] [--quick] [--samples PATH]
 
 Order of the run: preload, reference, ours (sustained), peer, ours (freshness). The progress lines
-go to stderr; the figures to stdout, ending with one JSON line.
+go to stderr; the figures to stdout, ending with one JSON line. ``--samples PATH`` also writes the
+series behind them as JSON: our job's batches while draining and at the steady rate (events, duration,
+per-batch freshness p50/p99), and the reference's and the peer's rates.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class Sustained:
     startup_s: float  # run_stream called -> first batch started (Spark, Feast repo, query start)
     drain_s: float  # first batch started -> last batch written
     phases: dict[str, float]  # seconds per phase, summed over batches
+    timeline: list[dict]  # per batch: written (s after the first batch started), events, duration
 
 
 def ours_sustained(settings: Settings, expected: int) -> Sustained:
@@ -147,8 +150,10 @@ def ours_sustained(settings: Settings, expected: int) -> Sustained:
     for batch in batches:
         for name, seconds in batch["phases"].items():
             phases[name] = phases.get(name, 0.0) + seconds
+    timeline = [{"t_s": b["written_at"] - batches[0]["started"], "events": b["valid"], "duration_s": b["duration_s"]}
+                for b in batches]
     return Sustained(events=valid, batches=len(batches), tx_per_s=valid / drain,
-                     startup_s=batches[0]["started"] - called, drain_s=drain, phases=phases)
+                     startup_s=batches[0]["started"] - called, drain_s=drain, phases=phases, timeline=timeline)
 
 
 def stop_spark() -> None:
@@ -172,6 +177,7 @@ class Freshness:
     p99_method: str
     max_batch_s: float  # the slowest batch's duration
     catch_up_s: float  # last event sent -> last batch written
+    timeline: list[dict]  # per batch: written (s after the first), events, duration, freshness p50 and p99
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
@@ -273,6 +279,9 @@ def steady_freshness(settings: Settings, population: Population, rate: int, seco
                     else "max over batches of the per-batch p99 (fewer than 20 batches)"),
         max_batch_s=max(b["duration_s"] for b in batches),
         catch_up_s=batches[-1]["written_at"] - sent_at,
+        timeline=[{"t_s": b["written_at"] - batches[0]["written_at"], "events": b["valid"],
+                   "duration_s": b["duration_s"], "freshness_p50_s": b["freshness_p50_s"],
+                   "freshness_p99_s": b["freshness_p99_s"]} for b in batches],
     )
 
 
@@ -421,6 +430,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--peer-timeout", type=float, default=300.0, help="seconds for the peer to drain the topic")
     parser.add_argument("--quick", action="store_true", help="20k customers, 200k events, 20 steady seconds")
+    parser.add_argument("--samples", type=Path, help="Also write the per-batch series behind the figures here (JSON).")
     args = parser.parse_args()
     if args.quick:
         args.customers, args.events, args.steady_seconds, args.warmup_seconds = 20_000, 200_000, 20.0, 5.0
@@ -500,6 +510,13 @@ def main() -> None:
     print(f"{'target':<36}{'measured':>14}{'target':>14}{'':>4}")
     for name, measured, target, ok in checks:
         print(f"{name:<36}{measured:>14}{target:>14}    {'met' if ok else 'MISSED'}")
+    if args.samples:
+        args.samples.write_text(json.dumps({
+            "sustained": {"tx_per_s": sustained.tx_per_s, "events": sustained.events, "batches": sustained.timeline},
+            "freshness": {"steady_rate": args.steady_rate, "sent_per_s": fresh.sent_per_s, "p50_s": fresh.p50_s,
+                          "p99_s": fresh.p99_s, "p99_method": fresh.p99_method, "batches": fresh.timeline},
+            "reference_read_per_s": reference, "peer_tx_per_s": peer.tx_per_s, "peer_error": peer.error,
+        }))
     print_result({
         "tx_per_s": round(sustained.tx_per_s), "freshness_p50_s": round(fresh.p50_s, 3),
         "freshness_p99_s": round(fresh.p99_s, 3), "reference_read_per_s": round(reference),

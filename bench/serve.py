@@ -7,11 +7,12 @@ ceiling) and the naive composition (Feast ``get_online_features`` + MLflow pyfun
 in the handler). The load comes from a second process (``bench.load``) at fixed rates, open loop;
 a rate passes when every request succeeds and p99 <= 20 ms.
 
-    python -m bench.serve [--customers 5000] [--days 180] [--seconds 5] [--rates 100,200,...]
+    python -m bench.serve [--customers 5000] [--days 180] [--seconds 5] [--rates 100,200,...] [--samples PATH]
 
 Ends with one JSON line: ``{"p50_ms", "p99_ms", "max_rps_at_p99_20ms", "ceiling_rps", "naive_rps",
 "ratio_vs_ceiling", "ratio_vs_naive"}``; p50/p99 are the scorer's at the highest passing rate.
-Targets: >= 0.5 of the ceiling's rate and >= 5x the naive composition's.
+Targets: >= 0.5 of the ceiling's rate and >= 5x the naive composition's. ``--samples PATH`` also writes
+each server's figures per offered rate (achieved req/s, p50, p99, errors) as JSON.
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ def sweep(name: str, settings: Settings, rates: list[float], seconds: float, hea
     port = free_port()
     process = start_server(name, settings, port)
     url = f"http://127.0.0.1:{port}/v1/customers/{{customer}}/activity"
-    best, best_figures, sustained, over = 0.0, None, 0.0, False
+    best, best_figures, sustained, over, steps = 0.0, None, 0.0, False, []
     try:
         load(url, min(rates[0], 25), 2.0, headers, customers)  # warm-up
         for rate in rates:
             figures = load(url, rate, seconds, headers, customers)
+            steps.append({"rate": rate, **figures})
             passed = figures["errors"] == 0 and figures["p99_ms"] <= P99_BUDGET_MS
             keeps_up = figures["errors"] == 0 and figures["achieved_rps"] >= 0.95 * rate
             log(f"{name:>8} {rate:>7,.0f} req/s: p50 {figures['p50_ms']:8.2f} ms  p99 {figures['p99_ms']:8.2f} ms  "
@@ -98,7 +100,7 @@ def sweep(name: str, settings: Settings, rates: list[float], seconds: float, hea
                 sustained = rate
             if not passed and not keeps_up:
                 break
-        return {"best": best, "figures": best_figures, "sustained": sustained}
+        return {"best": best, "figures": best_figures, "sustained": sustained, "steps": steps}
     finally:
         process.terminate()
         try:
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="25,50,100,200,300,400,600,800,1000,1200,1500,1800,2200,2600,3000,3500,4000")
+    parser.add_argument("--samples", type=Path, help="Also write each server's figures per offered rate here (JSON).")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
 
@@ -156,6 +159,12 @@ def main() -> None:
         print(f"the naive composition met p99 <= 20 ms at no rate; it is credited with the {naive:,.0f} req/s "
               "it sustains at any latency")
     print(f"scorer / ceiling: {ratio_ceiling:.2f} (target >= 0.5); scorer / naive: {ratio_naive:.1f}x (target >= 5)")
+    if args.samples:
+        args.samples.write_text(json.dumps({
+            "p99_budget_ms": P99_BUDGET_MS, "seconds_per_rate": args.seconds,
+            "servers": {name: {"max_rps_at_p99_20ms": result["best"], "max_sustained_rps": result["sustained"],
+                               "steps": result["steps"]} for name, result in results.items()},
+        }))
     print_result({
         "p50_ms": round(ours_figures["p50_ms"], 2) if ours_figures else None,
         "p99_ms": round(ours_figures["p99_ms"], 2) if ours_figures else None,
