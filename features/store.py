@@ -7,6 +7,7 @@ source's directory), so everything Feast reads is what Feast itself would have w
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 import warnings
@@ -47,7 +48,11 @@ def repo_dir(settings: Settings) -> Path:
 def feature_store_yaml(settings: Settings) -> str:
     fs = settings.feature_store
     if fs.online_store == "redis":
-        online = f"online_store:\n  type: redis\n  connection_string: \"{fs.redis_connection_string}\"\n"
+        # skip_dedup: Feast's redis store otherwise drops a write whose event time is not newer than the stored
+        # one, but a state rewritten with late events (or by a rebuild) keeps its newest event's time; the
+        # stream's latest state must replace the stored one, as _sqlite_upsert does for SQLite.
+        online = (f"online_store:\n  type: redis\n  connection_string: {json.dumps(fs.redis_connection_string)}\n"
+                  "  skip_dedup: true\n")
     else:
         online = "online_store:\n  type: sqlite\n  path: data/online_store.db\n"
     return (

@@ -46,11 +46,23 @@ def tracking_uri(settings: Settings) -> str:
 
 
 def artifact_location(settings: Settings) -> str | None:
+    """Artifact root of new experiments: the setting; else for a tracking server (http://...) the server's
+    own; else (SQLite, or a database such as postgresql://) ``<data_dir>/mlflow/artifacts``, which every
+    process shares. MLflow's own default for a database would be ``./mlruns`` under the first writer's cwd."""
     if settings.mlflow.artifact_location:
         return settings.mlflow.artifact_location
-    if settings.mlflow.tracking_uri:
+    if settings.mlflow.tracking_uri and not _is_database(settings.mlflow.tracking_uri):
         return None  # the server decides
     return (settings.home / "mlflow" / "artifacts").as_uri()
+
+
+def _is_database(uri: str) -> bool:
+    """A SQLAlchemy URL MLflow accepts as a store (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``...)."""
+    from urllib.parse import urlparse
+
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    return urlparse(uri).scheme.split("+", 1)[0] in DATABASE_ENGINES
 
 
 def client(settings: Settings) -> mlflow.MlflowClient:

@@ -90,3 +90,12 @@ def test_the_readme_reference_lists_every_setting_as_generated() -> None:
     documented = readme[readme.index(start) + len(start):readme.index(end)]
     assert documented == settings_reference(), "run: activity settings --reference, and paste it into README.md"
     assert "`monitoring.drift_share_threshold` | `ACTIVITY_MONITORING__DRIFT_SHARE_THRESHOLD` | `0.3`" in documented
+
+
+def test_test_modules_have_unique_names() -> None:
+    """The test folders are not packages: two modules with one name would stop collection."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(path.name for path in (Path(__file__).parents[1]).glob("*/test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
