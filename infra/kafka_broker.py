@@ -7,10 +7,6 @@ directory, its log file and a pid file that records exactly which process it sta
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from activity_settings import KafkaSettings
 from infra.jars import fetch_jars
+from infra.processes import port_taken, proc_start_time, stop_group, tail
 
 LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
@@ -111,12 +108,6 @@ def server_properties(kafka: KafkaSettings, data: Path) -> str:
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
-def _proc_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def running_broker(paths: BrokerPaths) -> BrokerProcess | None:
@@ -126,19 +117,11 @@ def running_broker(paths: BrokerPaths) -> BrokerProcess | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    if _proc_start_time(pid) != started_at:
+    if proc_start_time(pid) != started_at:
         return None
     return BrokerProcess(pid=pid, started_at=started_at)
 
 
-def _port_taken(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def new_cluster_id() -> str:
@@ -187,7 +170,7 @@ def start_broker(
         _wait_ready(kafka, paths, existing)
         return existing
     for name, port in (("kafka.port", kafka.port), ("kafka.controller_port", kafka.controller_port)):
-        if _port_taken(kafka.host, port):
+        if port_taken(kafka.host, port):
             env = "ACTIVITY_" + name.upper().replace(".", "__")
             raise BrokerError(
                 f"port {kafka.host}:{port} is taken by another process; "
@@ -214,7 +197,7 @@ def start_broker(
         )
     started_at = None
     for _ in range(50):
-        started_at = _proc_start_time(proc.pid)
+        started_at = proc_start_time(proc.pid)
         if started_at:
             break
         time.sleep(0.01)
@@ -231,23 +214,18 @@ def min_heap(heap: str) -> str:
 def _wait_ready(kafka: KafkaSettings, paths: BrokerPaths, process: BrokerProcess) -> None:
     deadline = time.monotonic() + kafka.start_timeout_s
     while time.monotonic() < deadline:
-        if _proc_start_time(process.pid) != process.started_at:
+        if proc_start_time(process.pid) != process.started_at:
             raise BrokerError(f"the broker exited during start; last lines of {paths.console}:\n"
-                              + _tail(paths.console) + "\n" + _tail(paths.log))
+                              + tail(paths.console) + "\n" + tail(paths.log))
         if metadata_ready(kafka.client_config(), timeout_s=1.0):
             return
         time.sleep(0.2)
     raise BrokerError(
         f"the broker did not answer within {kafka.start_timeout_s:.0f}s "
-        f"(setting kafka.start_timeout_s); see {paths.log}:\n{_tail(paths.log)}"
+        f"(setting kafka.start_timeout_s); see {paths.log}:\n{tail(paths.log)}"
     )
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def stop_broker(home: Path, version: str, timeout_s: float = 30.0) -> int | None:
@@ -257,24 +235,7 @@ def stop_broker(home: Path, version: str, timeout_s: float = 30.0) -> int | None
     if process is None:
         paths.pid_file.unlink(missing_ok=True)
         return None
-    os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(process):
-        time.sleep(0.1)
-    if _alive(process):
-        os.killpg(process.pid, signal.SIGKILL)
-        while _alive(process):
-            time.sleep(0.05)
+    stop_group(process.pid, process.started_at, timeout_s)
     paths.pid_file.unlink(missing_ok=True)
     return process.pid
 
-
-def _alive(process: BrokerProcess) -> bool:
-    if _proc_start_time(process.pid) != process.started_at:
-        return False
-    state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    if state == "Z":  # exited; reap it if it is our child
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(process.pid, os.WNOHANG)
-        return False
-    return True

@@ -8,11 +8,9 @@ copy of the rules, the TSDB, its log and a pid file that records exactly which p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -24,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from activity_settings import Settings
-from infra.kafka_broker import _port_taken, _proc_start_time, _tail
+from infra.processes import alive, port_taken, proc_start_time, stop_group, tail
 
 PROMETHEUS_DIR = Path(__file__).parent / "prometheus"
 GRAFANA_DIR = Path(__file__).parent / "grafana"
@@ -233,7 +231,7 @@ def running_prometheus(paths: PrometheusPaths) -> PrometheusProcess | None:
         pid, port = int(pid_text), int(port_text)
     except (OSError, ValueError):
         return None
-    if _proc_start_time(pid) != started_at:
+    if proc_start_time(pid) != started_at:
         return None
     return PrometheusProcess(pid=pid, started_at=started_at, port=port)
 
@@ -252,7 +250,7 @@ def start_prometheus(
         _wait_ready(paths, existing, timeout_s)
         return existing
     binary = prometheus_binary()
-    if _port_taken("127.0.0.1", port):
+    if port_taken("127.0.0.1", port):
         raise PrometheusError(f"port 127.0.0.1:{port} is taken by another process; free it or choose another "
                               "(`activity stack up --with-prometheus --prometheus-port N`)")
     render_config(settings, paths.root)
@@ -267,7 +265,7 @@ def start_prometheus(
         )
     started_at = None
     for _ in range(50):
-        started_at = _proc_start_time(proc.pid)
+        started_at = proc_start_time(proc.pid)
         if started_at:
             break
         time.sleep(0.01)
@@ -289,14 +287,14 @@ def is_ready(url: str, timeout_s: float = 1.0) -> bool:
 def _wait_ready(paths: PrometheusPaths, process: PrometheusProcess, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(process):
+        if not alive(process.pid, process.started_at):
             paths.pid_file.unlink(missing_ok=True)
-            raise PrometheusError(f"prometheus exited during start; last lines of {paths.log}:\n{_tail(paths.log)}")
+            raise PrometheusError(f"prometheus exited during start; last lines of {paths.log}:\n{tail(paths.log)}")
         if is_ready(process.url):
             return
         time.sleep(0.2)
     raise PrometheusError(f"prometheus did not answer {process.url}/-/ready within {timeout_s:.0f}s; "
-                          f"see {paths.log}:\n{_tail(paths.log)}")
+                          f"see {paths.log}:\n{tail(paths.log)}")
 
 
 def stop_prometheus(settings: Settings, timeout_s: float = 30.0) -> int | None:
@@ -306,27 +304,7 @@ def stop_prometheus(settings: Settings, timeout_s: float = 30.0) -> int | None:
     if process is None:
         paths.pid_file.unlink(missing_ok=True)
         return None
-    os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(process):
-        time.sleep(0.1)
-    if _alive(process):
-        os.killpg(process.pid, signal.SIGKILL)
-        while _alive(process):
-            time.sleep(0.05)
+    stop_group(process.pid, process.started_at, timeout_s)
     paths.pid_file.unlink(missing_ok=True)
     return process.pid
 
-
-def _alive(process: PrometheusProcess) -> bool:
-    if _proc_start_time(process.pid) != process.started_at:
-        return False
-    try:
-        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    if state == "Z":  # exited; reap it if it is our child
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(process.pid, os.WNOHANG)
-        return False
-    return True

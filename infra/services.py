@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.processes import tail
+
 HOST = "127.0.0.1"
 POSTGRES_USER = "postgres"  # the cluster's superuser, and the system user that runs it when we are root
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -82,13 +84,13 @@ def start_redis(directory: Path, port: int, timeout_s: float = 15.0) -> RedisSer
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServiceError(f"redis-server exited with {process.returncode} during start; "
-                               f"last lines of {server.log}:\n{_tail(server.log)}")
+                               f"last lines of {server.log}:\n{tail(server.log)}")
         if redis_ping(port):
             return server
         time.sleep(0.05)
     stop_redis(server)
     raise ServiceError(f"redis-server on {HOST}:{port} did not answer PING within {timeout_s:.0f}s; "
-                       f"see {server.log}:\n{_tail(server.log)}")
+                       f"see {server.log}:\n{tail(server.log)}")
 
 
 def redis_ping(port: int, timeout_s: float = 1.0) -> bool:
@@ -247,7 +249,7 @@ def _run(server: PostgresServer, command: list[str], timeout_s: float) -> subpro
 def _checked(server: PostgresServer, command: list[str], what: str, timeout_s: float) -> None:
     result = _run(server, command, timeout_s)
     if result.returncode != 0:
-        log = f"\nlast lines of {server.log}:\n{_tail(server.log)}" if server.log.exists() else ""
+        log = f"\nlast lines of {server.log}:\n{tail(server.log)}" if server.log.exists() else ""
         raise ServiceError(f"{what} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}{log}")
 
 
@@ -267,9 +269,3 @@ def _require_free(port: int, what: str) -> None:
         if sock.connect_ex((HOST, port)) == 0:
             raise ServiceError(f"port {HOST}:{port} is taken: cannot start {what} there")
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -18,6 +18,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_alive(pid: int) -> bool:
+    """Seen from outside: the pid exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def stack_settings(data_dir: Path) -> Settings:
     """Settings for an isolated stack: its own data directory and ports."""
     return load_settings(

@@ -14,17 +14,9 @@ from infra.stack import stack_down, stack_status, stack_up
 from infra.topics import topic_offsets
 from streaming.publish import publish_simulation
 from streaming.simulator import make_population
-from tests.conftest import settings_env, stack_settings
+from tests.conftest import process_alive, settings_env, stack_settings
 
 pytestmark = pytest.mark.integration
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_up_down_up_reuses_data_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -44,7 +36,7 @@ def test_up_down_up_reuses_data_and_leaves_nothing_behind(tmp_path: Path) -> Non
     paths = BrokerPaths.under(settings.home, settings.kafka.broker_version)
     pid = running_broker(paths).pid
     assert stack_down(settings) == [f"kafka broker (pid {pid})"]
-    assert not _alive(pid)
+    assert not process_alive(pid)
     assert not stack_status(settings)[0].running
     assert stack_down(settings) == []  # nothing left to stop
 

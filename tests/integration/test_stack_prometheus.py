@@ -13,7 +13,7 @@ import pytest
 from activity_settings import load_settings
 from infra.observability import PROMETHEUS_BIN, PrometheusError, PrometheusPaths, start_prometheus
 from infra.stack import stack_down, stack_status
-from tests.conftest import free_port
+from tests.conftest import free_port, process_alive
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,14 +25,6 @@ pytestmark = [
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_start_loads_our_rules_and_targets_then_stack_down_stops_it(tmp_path: Path) -> None:
@@ -62,7 +54,7 @@ def test_start_loads_our_rules_and_targets_then_stack_down_stops_it(tmp_path: Pa
     finally:
         stopped = stack_down(settings)
     assert stopped == [f"prometheus (pid {process.pid})"]
-    assert not _alive(process.pid)
+    assert not process_alive(process.pid)
     assert not PrometheusPaths.under(settings.home).pid_file.exists()
     assert [s.name for s in stack_status(settings)] == ["kafka"]
     assert stack_down(settings) == []
