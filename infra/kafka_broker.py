@@ -122,8 +122,6 @@ def running_broker(paths: BrokerPaths) -> BrokerProcess | None:
     return BrokerProcess(pid=pid, started_at=started_at)
 
 
-
-
 def new_cluster_id() -> str:
     """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
 

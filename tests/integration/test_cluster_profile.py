@@ -25,12 +25,12 @@ from activity_settings import Settings, load_settings
 from features.transform import FEATURE_NAMES
 from tests.conftest import free_port
 from tests.integration.conftest import isolated, training_settings
+from tests.parity import assert_champion_answer, assert_features_equal
 
 pytestmark = pytest.mark.integration
 PROFILE = Path(__file__).resolve().parents[2] / "infra" / "profiles" / "cluster.yaml"
 CUSTOMERS, DAYS = 1_500, 200  # 2026-01-01 .. 2026-07-19
 AFTER_S = int(pd.Timestamp("2026-07-21", tz="UTC").timestamp())  # after every simulated event
-COUNT_FEATURES = [name for name in FEATURE_NAMES if name.startswith(("tx_count", "active_days"))]
 
 
 def test_the_cluster_profile_loads_and_the_environment_overrides_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,12 +181,7 @@ def test_redis_online_features_equal_feasts_and_the_point_in_time_offline_featur
     offline = historical_features(store, entities)
     merged = feast.assign(as_of_s=as_of).merge(offline, on=["customer_id", "as_of_s"], suffixes=("_on", "_off"))
     assert len(merged) == len(customers)
-    for name in FEATURE_NAMES:
-        on, off = merged[f"{name}_on"].to_numpy(), merged[f"{name}_off"].to_numpy()
-        if name in COUNT_FEATURES:
-            assert np.array_equal(on, off), name
-        else:
-            np.testing.assert_allclose(on, off, rtol=1e-9, atol=0, err_msg=name)
+    assert_features_equal(merged)
     assert (merged.loc[~never, "tx_count_90d_on"] > 0).any()
 
 
@@ -206,12 +201,7 @@ def test_a_query_returns_the_champions_prediction_from_the_offline_features(clus
     as_of = pd.Timestamp(AFTER_S, unit="s", tz="UTC").isoformat()
     for i, customer in enumerate(customers):
         answer = client.get(f"/v1/customers/{customer}/activity", params={"as_of": as_of}, headers=headers)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["model"]["version"] == champion.version and body["model"]["arm"] == "champion"
-        assert not body["degraded"] and body["features"]["known"]
-        probabilities = [body["probabilities"][name] for name in ("decline", "stable", "growth")]
-        np.testing.assert_allclose(probabilities, expected[i], atol=2e-5)
+        assert_champion_answer(answer, champion.version, expected[i])
     model = client.get("/v1/model", headers=headers).json()
     assert model["source"] == "registry" and model["version"] == champion.version
     assert client.get("/readyz").status_code == 200

@@ -7,13 +7,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from activity_settings import Settings
 from features.store import FeatureWriter, online_features
 from features.transform import FEATURE_NAMES
+from tests.parity import assert_champion_answer
 
 pytestmark = pytest.mark.integration
 AS_OF = "2026-07-15T00:00:00+00:00"
@@ -49,12 +49,8 @@ def test_a_query_returns_the_champions_prediction_from_the_parity_features(score
     expected = champion.ensemble().predict_proba(as_matrix(expected_features))
     for i, customer in enumerate(customers):
         answer = client.get(f"/v1/customers/{customer}/activity", params={"as_of": AS_OF}, headers=headers)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["model"]["version"] == champion.version and body["model"]["arm"] == "champion"
-        assert not body["degraded"] and body["features"]["known"]
+        body = assert_champion_answer(answer, champion.version, expected[i])
         probabilities = [body["probabilities"][name] for name in ("decline", "stable", "growth")]
-        np.testing.assert_allclose(probabilities, expected[i], atol=2e-5)
         assert body["activity_score"] == pytest.approx(probabilities[2] - probabilities[0], abs=1e-5)
         assert body["request_id"] == answer.headers["X-Request-ID"]
 
