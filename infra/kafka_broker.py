@@ -10,7 +10,7 @@ import base64
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +82,12 @@ class BrokerProcess:
 
 def server_properties(kafka: KafkaSettings, data: Path) -> str:
     """A single-node KRaft config listening only on the configured host."""
-    props = {
+    return render_properties(broker_properties(kafka, data))
+
+
+def broker_properties(kafka: KafkaSettings, data: Path) -> dict[str, str]:
+    """The embedded broker's settings as a dict, so a variant (``infra/secure_kafka.py``) can override some."""
+    return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{kafka.host}:{kafka.controller_port}",
@@ -105,9 +110,29 @@ def server_properties(kafka: KafkaSettings, data: Path) -> str:
         "log.retention.hours": "-1",
         "log.segment.bytes": str(256 * 1024 * 1024),
     }
-    return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
+def render_properties(props: dict[str, str]) -> str:
+    """Java ``.properties`` text, one setting a line, each value escaped as ``java.util.Properties`` reads it back.
+
+    A newline becomes ``\\n``, so a PEM certificate or key fits on one line; the file is read as ISO-8859-1, so
+    anything beyond ASCII becomes ``\\uXXXX``.
+    """
+    return "".join(f"{key}={_escape_value(value)}\n" for key, value in props.items())
+
+
+def _escape_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    if escaped.startswith((" ", "\f")):
+        escaped = "\\" + escaped  # a leading blank would be skipped as separator whitespace
+    out = []
+    for ch in escaped:
+        if ord(ch) < 128:
+            out.append(ch)
+        else:  # in UTF-16 code units, as Java reads \u escapes
+            units = ch.encode("utf-16-be")
+            out.extend(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+    return "".join(out)
 
 
 def running_broker(paths: BrokerPaths) -> BrokerProcess | None:
@@ -134,13 +159,15 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(paths: BrokerPaths, classpath: str) -> None:
+def _format_storage(paths: BrokerPaths, classpath: str, add_scram: Sequence[str] = ()) -> None:
+    """``kafka-storage format``; each of ``add_scram`` is a ``--add-scram`` credential written into the metadata log."""
     if (paths.data / "meta.properties").is_file():
         return  # formatted by an earlier `up`: reuse the data
     cluster_id = new_cluster_id()
+    scram = [arg for credential in add_scram for arg in ("--add-scram", credential)]
     result = subprocess.run(
         ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-         "-t", cluster_id, "-c", str(paths.config)],
+         "-t", cluster_id, "-c", str(paths.config), *scram],
         capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:

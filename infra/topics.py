@@ -8,6 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from activity_settings import KafkaSettings
+from infra.kafka_access import admin_client, cluster_metadata
 
 
 def topic_names(kafka: KafkaSettings) -> list[str]:
@@ -16,9 +17,13 @@ def topic_names(kafka: KafkaSettings) -> list[str]:
 
 
 def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, int]:
-    """Create the missing topics; return each topic's partition count."""
-    admin = AdminClient(kafka.client_config())
-    existing = admin.list_topics(timeout=timeout_s).topics
+    """Create the missing topics; return each topic's partition count.
+
+    A cluster that refuses our credentials or certificate fails within about a second, with a message naming
+    the settings (``infra/kafka_access.py``), instead of after ``timeout_s`` with a transport error.
+    """
+    admin, errors = admin_client(kafka)
+    existing = cluster_metadata(admin, errors, timeout_s).topics
     missing = [name for name in topic_names(kafka) if name not in existing]
     if missing:
         futures = admin.create_topics(

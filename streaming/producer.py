@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from activity_settings import KafkaSettings
+from infra.kafka_access import ClientErrors
 
 # Throughput-oriented but lossless: idempotence implies acks=all and ordered retries per
 # partition. Only failed deliveries are reported back, so the per-message cost stays in C;
@@ -44,20 +46,23 @@ class DeliveryReport:
 
 
 class TransactionPublisher:
-    """Queue messages fast; ``close()`` waits for every delivery and returns the report."""
+    """Queue messages fast; ``close()`` waits for every delivery and returns the report.
+
+    A cluster that refuses the credentials or the certificate raises ``KafkaAccessError`` (naming the
+    settings) from ``publish`` or ``close`` within about a second; librdkafka alone would retry until the
+    flush timed out and report every message undelivered.
+    """
 
     def __init__(self, kafka: KafkaSettings, topic: str, overrides: dict[str, object] | None = None):
         self.topic = topic
         self.report = DeliveryReport()
+        self._errors = ClientErrors(kafka)
+        # The callbacks hold the report and the errors, never this object: Python's cycle collector cannot see
+        # through a librdkafka handle, so a cycle through it would keep the producer (and its connections) alive
+        # until the process exits.
         self._producer = Producer({**kafka.client_config(), **PRODUCER_CONFIG, **(overrides or {}),
-                                   "on_delivery": self._on_delivery})
+                                   "on_delivery": partial(_count_failure, self.report), "error_cb": self._errors})
         self._started = time.perf_counter()
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self.report.failed += 1
-            name = err.name()
-            self.report.errors[name] = self.report.errors.get(name, 0) + 1
 
     def publish(self, values: Sequence[bytes], keys: Sequence[bytes]) -> None:
         """Queue one message per (value, key); blocks only while the local queue is full."""
@@ -73,11 +78,32 @@ class TransactionPublisher:
                         break
                     except BufferError:
                         poll(0.05)
+                        self._check()
         self.report.queued += len(values)
         poll(0)
+        self._check()
 
     def close(self, timeout_s: float = 120.0) -> DeliveryReport:
-        remaining = self._producer.flush(timeout_s)
+        deadline = time.perf_counter() + timeout_s
+        remaining = len(self._producer)
+        while remaining:  # in short flushes, so a refusal stops the wait
+            remaining = self._producer.flush(max(0.0, min(1.0, deadline - time.perf_counter())))
+            self._check()
+            if time.perf_counter() >= deadline:
+                break
         self.report.undelivered = remaining
         self.report.elapsed_s = time.perf_counter() - self._started
         return self.report
+
+    def _check(self) -> None:
+        """Drop what is queued and raise once the cluster has refused us (no retry will get it through)."""
+        if self._errors.refusal is not None:
+            self._producer.purge()
+            self._errors.check()
+
+
+def _count_failure(report: DeliveryReport, err: KafkaError | None, _msg: Message) -> None:
+    if err is not None:
+        report.failed += 1
+        name = err.name()
+        report.errors[name] = report.errors.get(name, 0) + 1

@@ -10,11 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka.admin import AdminClient
-
 from activity_settings import Settings
 from features.store import FeatureWriter
-from infra.kafka_broker import metadata_ready
+from infra.kafka_access import KafkaAccessError, admin_client, cluster_metadata
 from infra.spark import spark_session
 from infra.topics import topic_offsets
 from streaming import metrics
@@ -76,10 +74,11 @@ def run_stream(
 ) -> StreamSummary:
     """Run until stopped (SIGINT/SIGTERM), or, with ``until_idle_s``, until caught up and idle that long."""
     kafka = settings.kafka
-    if not metadata_ready(kafka.client_config(), timeout_s=5.0):
+    try:  # a refused login or certificate fails here within about a second, naming the settings
+        topics = cluster_metadata(*admin_client(kafka), timeout_s=10.0).topics
+    except KafkaAccessError as exc:
         where = "setting kafka.bootstrap_servers" if not kafka.embedded else "run `activity stack up`"
-        raise StreamError(f"Kafka at {kafka.bootstrap} does not answer ({where})")
-    topics = AdminClient(kafka.client_config()).list_topics(timeout=10).topics
+        raise StreamError(str(exc) if exc.refused else f"{exc} ({where})") from None
     if kafka.topics.transactions not in topics:
         raise StreamError(f"topic {kafka.topics.transactions!r} does not exist at {kafka.bootstrap} "
                           "(`activity stack up` creates it; setting kafka.topics.transactions names it)")
