@@ -99,6 +99,10 @@ class SparkSettings(_Section):
     master: str = Field(default="local[*]", description="local[*], spark://, k8s:// or yarn.")
     version: str = Field(default="4.2.0", description="Spark version of the Kafka connector.")
     driver_memory: str = Field(default="4g", pattern=r"^\d+[mMgG]$")
+    executor_memory: str = Field(default="2g", pattern=r"^\d+[mMgG]$",
+                                 description="Per executor on a cluster master (local masters run in the driver).")
+    cores_max: int | None = Field(default=None, ge=1, description=(
+        "Most cores one application takes on a standalone master (spark.cores.max); None = all free ones."))
     shuffle_partitions: int = Field(default=4, ge=1)
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
 
@@ -124,6 +128,9 @@ class FeatureStoreSettings(_Section):
     project: str = Field(default="customer_activity", pattern=r"^[a-z][a-z0-9_]*$")
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "127.0.0.1:6379"
+    offline_store: Literal["file", "spark"] = Field(
+        default="file", description="Where point-in-time joins run: file (pandas/dask in the process) or spark "
+                                    "(Feast's Spark offline store on spark.master, over the same parquet files).")
     state_ttl_days: int = Field(default=3650, ge=1, description="How far back the point-in-time join looks.")
 
 

@@ -1,6 +1,7 @@
 """The Feast feature repo, declared: entity, sources, the state view, THE transform, the service.
 
-``features.store.open_feature_store`` applies these objects to a repo under the data directory.
+``features.store.open_feature_store`` applies these objects to a repo under the data directory
+(``definitions``: the state view's batch source follows the setting ``feature_store.offline_store``).
 The on-demand view's body is stored in Feast's registry as source text and re-executed with
 only ``pd``/``np`` in scope, so it imports the shared transform inside the function.
 """
@@ -8,9 +9,11 @@ only ``pd``/``np`` in scope, so it imports the shared transform inside the funct
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource, ValueType
+from feast.data_source import DataSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Bytes, Float64, Int64
 
@@ -27,24 +30,48 @@ customer = Entity(
     description="A customer of the upstream services, keyed like the transactions topic.",
 )
 
+STATE_SOURCE = "customer_activity_state_files"  # one name for either kind: a switch replaces it in the registry
+
 state_source = FileSource(
-    name="customer_activity_state_files",
+    name=STATE_SOURCE,
     path=OFFLINE_DIR,
     timestamp_field=EVENT_TIMESTAMP,  # the newest event folded into the state
     created_timestamp_column=CREATED_TIMESTAMP,  # when it was written: breaks ties
 )
 
-state_push = PushSource(name="customer_activity_state_push", batch_source=state_source)
 
-activity_state = FeatureView(
-    name=STATE_VIEW,
-    entities=[customer],
-    ttl=timedelta(0),  # no TTL: the windows in the transform do the forgetting
-    online=True,
-    source=state_push,
-    schema=[Field(name=STATE_FEATURE, dtype=Bytes)],
-    description="Each customer's day-indexed activity history (features.state.STATE_DTYPE), written by the stream.",
-)
+def spark_state_source(offline_dir: Path) -> DataSource:
+    """The same parquet files as ``state_source``, for Feast's Spark offline store.
+
+    The path is absolute (Spark does not know the repo) with an explicit ``file://`` (a cluster's
+    default file system may be HDFS; on a cluster every executor must see the data directory).
+    """
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    return SparkSource(
+        name=STATE_SOURCE,
+        path=f"file://{offline_dir.resolve()}",
+        file_format="parquet",
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED_TIMESTAMP,
+    )
+
+
+def _state_view(batch_source: DataSource) -> tuple[PushSource, FeatureView]:
+    push = PushSource(name="customer_activity_state_push", batch_source=batch_source)
+    view = FeatureView(
+        name=STATE_VIEW,
+        entities=[customer],
+        ttl=timedelta(0),  # no TTL: the windows in the transform do the forgetting
+        online=True,
+        source=push,
+        schema=[Field(name=STATE_FEATURE, dtype=Bytes)],
+        description="Each customer's day-indexed activity history (features.state.STATE_DTYPE), written by the stream.",
+    )
+    return push, view
+
+
+state_push, activity_state = _state_view(state_source)
 
 prediction_time = RequestSource(
     name="prediction_time",
@@ -70,3 +97,13 @@ activity_service = FeatureService(name=FEATURE_SERVICE, features=[customer_activ
 
 DEFINITIONS = [customer, state_source, state_push, activity_state, prediction_time, customer_activity,
                activity_service]
+
+
+def definitions(offline_store: Literal["file", "spark"], offline_dir: Path) -> list[Any]:
+    """What ``open_feature_store`` applies: ``DEFINITIONS``, or the same repo with the state view's batch
+    source a ``SparkSource`` over ``offline_dir`` (the on-demand view and the service only name the view)."""
+    if offline_store == "file":
+        return DEFINITIONS
+    source = spark_state_source(offline_dir)
+    push, view = _state_view(source)
+    return [customer, source, push, view, prediction_time, customer_activity, activity_service]

@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_settings import Settings
-from features.repo import DEFINITIONS, FEATURE_SERVICE, OFFLINE_DIR, STATE_VIEW
-from features.state import CREATED_TIMESTAMP, ENTITY_KEY, EVENT_TIMESTAMP, STATE_FEATURE
-from features.transform import AS_OF, FEATURE_NAMES
+from features.repo import FEATURE_SERVICE, OFFLINE_DIR, STATE_VIEW, definitions
+from features.state import CREATED_TIMESTAMP, ENTITY_KEY, EVENT_TIMESTAMP, STATE_FEATURE, empty_states
+from features.transform import AS_OF, FEATURE_NAMES, window_features
+from infra.spark import session_conf
 
 STATE_SCHEMA = pa.schema([
     (ENTITY_KEY, pa.string()),
@@ -36,9 +37,21 @@ STATE_SCHEMA = pa.schema([
     (STATE_FEATURE, pa.binary()),
 ])
 EMPTY_FILE = "0000-empty.parquet"  # keeps the source readable until the first write
+SPARK_APP = "activity-features"
+QUOTED_REGEX_COLUMNS = "spark.sql.parser.quotedRegexColumnNames"  # Feast's Spark store turns it on, session-wide
+_STORE_SETTINGS: weakref.WeakKeyDictionary[object, Settings] = weakref.WeakKeyDictionary()  # for the SparkSession
 
-warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
 logging.getLogger("feast").setLevel(logging.WARNING)
+
+
+def _ignore_feast_experimental_warnings() -> None:
+    """Feast warns on every use of the on-demand view and the Spark store; again after Feast's Spark module
+    is imported, which puts ``simplefilter("once", RuntimeWarning)`` in front of every filter."""
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+    warnings.filterwarnings("ignore", message="The spark (data source API|offline store) is an experimental feature")
+
+
+_ignore_feast_experimental_warnings()
 
 
 def repo_dir(settings: Settings) -> Path:
@@ -60,9 +73,23 @@ def feature_store_yaml(settings: Settings) -> str:
         "registry: data/registry.db\n"
         "provider: local\n"
         f"{online}"
-        "offline_store:\n  type: file\n"
+        f"{_offline_store_yaml(settings)}"
         "entity_key_serialization_version: 3\n"
     )
+
+
+def _offline_store_yaml(settings: Settings) -> str:
+    """``file``, or ``spark`` configured like the platform's sessions (``infra.spark.session_conf``).
+
+    ``historical_features`` starts the platform's own session before Feast asks for one; the
+    ``spark_conf`` here configures the session Feast starts when it runs without that (the
+    ``feast`` CLI, another caller of ``get_historical_features``). JSON strings are YAML.
+    """
+    if settings.feature_store.offline_store == "file":
+        return "offline_store:\n  type: file\n"
+    conf = {"spark.app.name": SPARK_APP, **session_conf(settings)}
+    lines = "".join(f"    {json.dumps(key)}: {json.dumps(value)}\n" for key, value in conf.items())
+    return f"offline_store:\n  type: spark\n  spark_conf:\n{lines}"
 
 
 def open_feature_store(settings: Settings):  # noqa: ANN201 - feast.FeatureStore, imported lazily
@@ -79,7 +106,9 @@ def open_feature_store(settings: Settings):  # noqa: ANN201 - feast.FeatureStore
     if not any(offline.glob("*.parquet")):
         pq.write_table(STATE_SCHEMA.empty_table(), offline / EMPTY_FILE)
     store = FeatureStore(repo_path=str(root))
-    store.apply(DEFINITIONS)
+    _ignore_feast_experimental_warnings()
+    store.apply(definitions(settings.feature_store.offline_store, offline))
+    _STORE_SETTINGS[store] = settings
     return store
 
 
@@ -107,7 +136,7 @@ class FeatureWriter:
 
     def write_offline(self, states: pd.DataFrame, name: str) -> Path:
         target = self.offline_dir / f"{name}.parquet"
-        temporary = target.with_suffix(".tmp")
+        temporary = target.with_name(f".{target.name}.tmp")  # hidden: Spark, pyarrow and dask skip it while written
         table = pa.Table.from_pandas(states[list(STATE_SCHEMA.names)], schema=STATE_SCHEMA, preserve_index=False)
         pq.write_table(table, temporary, compression="zstd", row_group_size=50_000)
         temporary.replace(target)
@@ -175,15 +204,112 @@ def online_features(store, customer_ids: Sequence[str], as_of_s: Sequence[int]) 
 
 
 def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa: ANN001
-    """Point-in-time correct features for (customer_id, event_timestamp) rows, as of each row's time."""
+    """Point-in-time correct features for (customer_id, event_timestamp) rows, as of each row's time.
+
+    One row per distinct (customer_id, event_timestamp), in the order ``entities`` first has them:
+    its columns (the time as UTC), ``as_of_s``, then ``FEATURE_NAMES``. Either offline store gives
+    the same frame (``_aligned`` evens out where their answers differ).
+    """
     frame = entities.copy()
     frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
+    frame = frame.drop_duplicates([ENTITY_KEY, EVENT_TIMESTAMP], ignore_index=True)  # the file store merges them
     epoch = pd.Timestamp(0, tz="UTC")
     frame[AS_OF] = ((frame[EVENT_TIMESTAMP] - epoch) // pd.Timedelta(seconds=1)).astype("int64")
-    with _identity_tokens_for_large_object_arrays():
-        job = store.get_historical_features(entity_df=frame, features=store.get_feature_service(FEATURE_SERVICE))
+    query = frame.assign(**{EVENT_TIMESTAMP: frame[EVENT_TIMESTAMP].dt.floor("us")})  # Spark's and the states'
+    with _offline_engine(store):
+        job = store.get_historical_features(entity_df=query, features=store.get_feature_service(FEATURE_SERVICE))
         result = job.to_df()
-    return result.drop(columns=[c for c in (STATE_FEATURE,) if c in result.columns])
+    return _aligned(frame, result)
+
+
+def _aligned(frame: pd.DataFrame, result: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the features ``result`` has for each of its rows, matched by (customer, time).
+
+    The two offline stores answer the same join differently: each in an order of its own; Spark's
+    times come back without a zone (UTC, the session's) and to the microsecond at most (the query
+    is asked at that: states are stored to the microsecond, so the join is unchanged); an exact
+    tie in the offline data (same event and write time, e.g. the stream's and a backfill's genesis
+    rows, which are equal) is one row from the file store and two from Spark; and the file store
+    drops a row whose customer has states but none at or before its time, where Spark answers with
+    no state. Such a row gets the transform's cold start, as a never-seen customer does through
+    the on-demand view.
+    """
+    found = _row_keys(result[ENTITY_KEY], result[EVENT_TIMESTAMP])
+    first = ~found.duplicated()
+    values = result.loc[first, list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
+    at = found[first].get_indexer(_row_keys(frame[ENTITY_KEY], frame[EVENT_TIMESTAMP]))
+    features = np.empty((len(frame), len(FEATURE_NAMES)))
+    hit = at >= 0
+    features[hit] = values[at[hit]]
+    if not hit.all():
+        cold = window_features(empty_states(int((~hit).sum())), frame.loc[~hit, AS_OF].to_numpy())
+        features[~hit] = np.column_stack([cold[name] for name in FEATURE_NAMES])
+    return pd.concat([frame, pd.DataFrame(features, columns=list(FEATURE_NAMES))], axis=1)
+
+
+def _row_keys(customers: pd.Series, times: pd.Series) -> pd.MultiIndex:
+    """(customer, UTC microseconds): naive times are UTC, and any resolution compares equal."""
+    microseconds = pd.to_datetime(times, utc=True).dt.floor("us").dt.as_unit("us").astype("int64")
+    return pd.MultiIndex.from_arrays([customers.to_numpy(), microseconds.to_numpy()])
+
+
+@contextmanager
+def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
+    """Around one retrieval: what the store's offline engine needs.
+
+    file: dask's naming workaround (below). spark: the platform's SparkSession, started here when
+    none runs (``infra.spark.spark_session``: its jars, local dirs, loopback binding), so Feast's
+    ``get_spark_session_or_start_new_with_repoconfig`` reuses it rather than starting its own;
+    afterwards the session gets back the column-name parsing Feast switches for everyone using it.
+    """
+    if getattr(store.config.offline_store, "type", None) != "spark":
+        _newest_write_wins()
+        with _identity_tokens_for_large_object_arrays():
+            yield
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    settings = _STORE_SETTINGS.get(store)
+    if session is None and settings is not None:
+        from infra.spark import spark_session
+
+        session = spark_session(settings, SPARK_APP)
+    before = (session.conf.get(QUOTED_REGEX_COLUMNS, "false") if session is not None else None) or "false"
+    try:
+        yield
+    finally:
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.conf.set(QUOTED_REGEX_COLUMNS, before)
+
+
+def _newest_write_wins() -> None:
+    """Make Feast's file store break an event-time tie by write time, as Feast says it does and Spark does.
+
+    Feast's dask ``_drop_duplicates`` sorts the candidates by write time, sorts them again by event
+    time and keeps each entity row's last; dask's sorts are not stable, so a tie (a state rewritten
+    with its event time unchanged: a late event, a reconcile backfill) went to either write: 45 of
+    80 tied rows got the older state in tests/integration/test_spark_offline_store.py. One sort by
+    (event time, write time) keeps the newest. Installed once for the process: a correction, not a mode.
+    """
+    from feast.infra.offline_stores import dask as dask_store
+
+    if getattr(dask_store._drop_duplicates, "newest_write_wins", False):  # noqa: SLF001
+        return
+
+    def drop_duplicates(df_to_join, all_join_keys, timestamp_field, created_timestamp_column,  # noqa: ANN001, ANN202
+                        entity_df_event_timestamp_col):
+        by = [column for column in (timestamp_field, created_timestamp_column) if column]
+        try:
+            ordered = df_to_join.sort_values(by=by, na_position="first").persist()
+        except ZeroDivisionError:  # as in Feast's: every time equal upsets dask's partitioning
+            ordered = df_to_join.sort_values(by=by, na_position="first", npartitions=1).persist()
+        return ordered.drop_duplicates([*all_join_keys, entity_df_event_timestamp_col], keep="last",
+                                       ignore_index=True).persist()
+
+    drop_duplicates.newest_write_wins = True  # type: ignore[attr-defined]
+    dask_store._drop_duplicates = drop_duplicates  # noqa: SLF001
 
 
 @contextmanager
