@@ -9,9 +9,13 @@
 
     python -m bench.ingest [--customers 100000] [--events 2000000] [--steady-rate 10000]
                            [--steady-seconds 60] [--max-offsets 1000000] [--partitions 4]
-                           [--peer-timeout 300] [--quick] [--samples PATH]
+                           [--peer-timeout 300] [--quick] [--samples PATH] [--profiles embedded,cluster]
 
-Order of the run: preload, reference, ours (sustained), peer, ours (freshness). The progress lines
+With ``--profiles embedded,cluster`` our job is also measured on the cluster profile's stores: Feast's
+online store in Redis and Spark on a standalone master with one 2-core worker (throwaway servers on
+loopback); the JSON line carries those figures under ``"cluster"``.
+
+Order of the run: preload, reference, ours (sustained, freshness) per profile, peer after the first. The progress lines
 go to stderr; the figures to stdout, ending with one JSON line. ``--samples PATH`` also writes the
 series behind them as JSON: our job's batches while draining and at the steady rate (events, duration,
 per-batch freshness p50/p99), and the reference's and the peer's rates.
@@ -50,7 +54,7 @@ from activity_settings import (
     load_settings,
     settings_environment,
 )
-from bench.common import bench_stack, log, machine, print_result
+from bench.common import bench_stack, cluster_stores, log, machine, print_result, profiles_argument
 from infra.topics import ensure_topics, topic_offsets
 from streaming.paths import StreamPaths
 from streaming.publish import Pace, encode_simulated, publish_simulation, publish_tables
@@ -418,6 +422,27 @@ def _progress_time(progress: dict) -> float:
 # ------------------------------------------------------------------------------------------ main
 
 
+def ours_under(profile: str, stack: Settings, root: Path, ours: Settings, preloaded: str, events: int,
+               live_population: Population, args: argparse.Namespace) -> tuple[Sustained, Freshness]:
+    """Our job drains the preloaded topic, then runs at the steady rate, on ``profile``'s stores."""
+    with contextlib.ExitStack() as servers:
+        drain = ours
+        if profile == "cluster":
+            drain = job_settings(stack, root / "ours-cluster", preloaded, trigger_interval_s=0.0,
+                                 max_offsets_per_trigger=args.max_offsets)
+            share_jars(ours, drain)
+            drain = servers.enter_context(cluster_stores(drain, root / "servers", spark_master=True))
+        log(f"ours ({profile}): draining {events:,} events")
+        sustained = ours_sustained(drain, events)
+        stop_spark()
+        log(f"ours ({profile}): freshness at a steady rate")
+        steady = job_settings(stack, root / f"steady-{profile}", f"bench-live-{uuid.uuid4().hex[:6]}")
+        share_jars(ours, steady)
+        steady = steady.model_copy(update={"feature_store": drain.feature_store, "spark": drain.spark})
+        fresh = steady_freshness(steady, live_population, args.steady_rate, args.steady_seconds, args.warmup_seconds)
+        return sustained, fresh
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -431,9 +456,17 @@ def main() -> None:
     parser.add_argument("--peer-timeout", type=float, default=300.0, help="seconds for the peer to drain the topic")
     parser.add_argument("--quick", action="store_true", help="20k customers, 200k events, 20 steady seconds")
     parser.add_argument("--samples", type=Path, help="Also write the per-batch series behind the figures here (JSON).")
+    parser.add_argument("--profiles", default="embedded",
+                        help="embedded, cluster or embedded,cluster: our job on the embedded stores (SQLite online "
+                             "store, Spark local[*]) and/or the cluster profile's (Redis online store, Spark on a "
+                             "standalone master + worker; throwaway servers on loopback), side by side")
     args = parser.parse_args()
     if args.quick:
         args.customers, args.events, args.steady_seconds, args.warmup_seconds = 20_000, 200_000, 20.0, 5.0
+    try:
+        profiles = profiles_argument(args.profiles)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     sim = load_settings().simulation
     days = max(1, round(args.events / (args.customers * sim.mean_daily_rate)))
@@ -453,20 +486,15 @@ def main() -> None:
         log("reference: bare consumer")
         reference = reference_read(ours.kafka, preloaded, events)
 
-        log(f"ours: draining {events:,} events")
-        sustained = ours_sustained(ours, events)
-        stop_spark()
-
-        log("peer: Feast SparkKafkaProcessor")
-        peer_settings = job_settings(stack, root / "peer", preloaded)
-        share_jars(ours, peer_settings)
-        peer = peer_ingest(peer_settings, events, args.max_offsets, args.peer_timeout)
-
-        log("ours: freshness at a steady rate")
-        steady_settings = job_settings(stack, root / "steady", f"bench-live-{uuid.uuid4().hex[:6]}")
-        share_jars(ours, steady_settings)
-        fresh = steady_freshness(steady_settings, live_population, args.steady_rate, args.steady_seconds,
-                                 args.warmup_seconds)
+        measured: dict[str, tuple[Sustained, Freshness]] = {}
+        for profile in profiles:
+            measured[profile] = ours_under(profile, stack, root, ours, preloaded, events, live_population, args)
+            if profile == profiles[0]:
+                log("peer: Feast SparkKafkaProcessor")
+                peer_settings = job_settings(stack, root / "peer", preloaded)
+                share_jars(ours, peer_settings)
+                peer = peer_ingest(peer_settings, events, args.max_offsets, args.peer_timeout)
+        sustained, fresh = measured[profiles[0]]
 
     ratio = sustained.tx_per_s / reference
     vs_peer = None if peer.tx_per_s is None else sustained.tx_per_s / peer.tx_per_s
@@ -478,8 +506,9 @@ def main() -> None:
           f"({days} days x {sim.mean_daily_rate} tx/customer/day); max_offsets_per_trigger {args.max_offsets:,}")
     print()
     print(f"{'Kafka -> Feast online':<44}{'events':>11}{'batches':>9}{'start-up s':>12}{'drain s':>10}{'tx/s':>12}")
-    print(f"{'ours (streaming job, trigger 0)':<44}{sustained.events:>11,}{sustained.batches:>9}"
-          f"{sustained.startup_s:>12.1f}{sustained.drain_s:>10.1f}{sustained.tx_per_s:>12,.0f}")
+    for profile, (drained, _) in measured.items():
+        print(f"{f'ours (streaming job, trigger 0, {profile})':<44}{drained.events:>11,}{drained.batches:>9}"
+              f"{drained.startup_s:>12.1f}{drained.drain_s:>10.1f}{drained.tx_per_s:>12,.0f}")
     if peer.tx_per_s is not None:
         print(f"{'peer (Feast SparkKafkaProcessor)':<44}{peer.events:>11,}{peer.batches:>9}"
               f"{peer.startup_s:>12.1f}{peer.drain_s:>10.1f}{peer.tx_per_s:>12,.0f}")
@@ -493,12 +522,13 @@ def main() -> None:
     for note in peer.notes:
         print(f"peer: {note}")
     print()
-    print(f"freshness at {args.steady_rate:,} tx/s for {args.steady_seconds:.0f} s, after {args.warmup_seconds:.0f} s "
-          f"of warm-up traffic at the same rate (trigger 1 s; "
-          f"sent {fresh.sent_per_s:,.0f}/s): {fresh.events:,} events in {fresh.batches} batches; "
-          f"p50 {fresh.p50_s:.2f} s, p99 {fresh.p99_s:.2f} s; slowest batch {fresh.max_batch_s:.2f} s; "
-          f"last batch written {fresh.catch_up_s:.2f} s after the last send")
-    print(f"  p50: median over batches of the per-batch p50, weighted by batch size; p99: {fresh.p99_method}")
+    for profile, (_, steady) in measured.items():
+        print(f"freshness ({profile}) at {args.steady_rate:,} tx/s for {args.steady_seconds:.0f} s, after "
+              f"{args.warmup_seconds:.0f} s of warm-up traffic at the same rate (trigger 1 s; "
+              f"sent {steady.sent_per_s:,.0f}/s): {steady.events:,} events in {steady.batches} batches; "
+              f"p50 {steady.p50_s:.2f} s, p99 {steady.p99_s:.2f} s; slowest batch {steady.max_batch_s:.2f} s; "
+              f"last batch written {steady.catch_up_s:.2f} s after the last send")
+        print(f"  p50: median over batches of the per-batch p50, weighted by batch size; p99: {steady.p99_method}")
     print()
     checks = [
         ("sustained tx/s", f"{sustained.tx_per_s:,.0f}", ">= 100,000", sustained.tx_per_s >= 100_000),
@@ -517,12 +547,18 @@ def main() -> None:
                           "p99_s": fresh.p99_s, "p99_method": fresh.p99_method, "batches": fresh.timeline},
             "reference_read_per_s": reference, "peer_tx_per_s": peer.tx_per_s, "peer_error": peer.error,
         }))
-    print_result({
-        "tx_per_s": round(sustained.tx_per_s), "freshness_p50_s": round(fresh.p50_s, 3),
-        "freshness_p99_s": round(fresh.p99_s, 3), "reference_read_per_s": round(reference),
-        "ratio": round(ratio, 3), "peer_tx_per_s": None if peer.tx_per_s is None else round(peer.tx_per_s),
-        "ratio_vs_peer": None if vs_peer is None else round(vs_peer, 2),
-    })
+    def figures(drained: Sustained, steady: Freshness) -> dict[str, float | None]:
+        return {
+            "tx_per_s": round(drained.tx_per_s), "freshness_p50_s": round(steady.p50_s, 3),
+            "freshness_p99_s": round(steady.p99_s, 3), "reference_read_per_s": round(reference),
+            "ratio": round(drained.tx_per_s / reference, 3),
+            "peer_tx_per_s": None if peer.tx_per_s is None else round(peer.tx_per_s),
+            "ratio_vs_peer": None if peer.tx_per_s is None else round(drained.tx_per_s / peer.tx_per_s, 2),
+        }
+
+    # the issue's keys for the first profile measured; the other profile's figures beside them
+    print_result({**figures(sustained, fresh), "profile": profiles[0],
+                  **{profile: figures(*measured[profile]) for profile in profiles[1:]}})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Throwaway Redis and PostgreSQL servers for the cluster profile's tests (and local trials).
+"""Throwaway Redis, PostgreSQL and Spark standalone servers for the cluster profile's tests (and local trials).
 
 Both run from the Debian packages' binaries (``redis-server``; ``postgresql``, i.e. PostgreSQL 15 on
 bookworm), bound to 127.0.0.1 on the given ports, with everything they own in the given directory, and
@@ -12,23 +12,29 @@ That user must be able to reach the directory: pytest's ``tmp_path`` lives under
 (``/tmp/pytest-of-root``), so pass a directory such as ``tempfile.mkdtemp()`` under ``/tmp`` instead; a
 directory it cannot reach fails at start with a message saying so. Clients (``createdb``, psycopg2)
 run as anyone: the cluster trusts every local TCP connection (``--auth=trust``).
+
+The Spark standalone cluster (one master, one worker) runs from the ``pyspark`` wheel's own launcher
+(``pyspark/bin/spark-class``): the same Spark the platform's jobs link against, no separate download.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.processes import tail
+from infra.processes import proc_start_time, stop_group, tail
 
 HOST = "127.0.0.1"
 POSTGRES_USER = "postgres"  # the cluster's superuser, and the system user that runs it when we are root
@@ -253,6 +259,112 @@ def _checked(server: PostgresServer, command: list[str], what: str, timeout_s: f
         raise ServiceError(f"{what} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}{log}")
 
 
+# -- Spark standalone ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SparkStandalone:
+    directory: Path  # logs, the worker's application directories
+    port: int
+    web_port: int
+    processes: list[subprocess.Popen[bytes]]
+
+    @property
+    def master_url(self) -> str:
+        """``spark.master`` of this cluster."""
+        return f"spark://{HOST}:{self.port}"
+
+    @property
+    def logs(self) -> list[Path]:
+        return [self.directory / "master.log", self.directory / "worker.log"]
+
+    def alive_workers(self, timeout_s: float = 2.0) -> int:
+        """Workers the master reports ALIVE (its web UI's JSON), 0 when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.web_port}/json/", timeout=timeout_s) as response:
+                status = json.load(response)
+        except (OSError, ValueError):
+            return 0
+        return sum(1 for worker in status.get("workers", []) if worker.get("state") == "ALIVE")
+
+    def applications(self, timeout_s: float = 2.0) -> list[str]:
+        """Names of the applications the master has run or runs (completed first)."""
+        with urllib.request.urlopen(f"http://{HOST}:{self.web_port}/json/", timeout=timeout_s) as response:
+            status = json.load(response)
+        return [app["name"] for key in ("completedapps", "activeapps") for app in status.get(key, [])]
+
+
+def spark_class() -> Path:
+    """``spark-class`` of the installed pyspark (it starts a master or a worker on this JVM)."""
+    import pyspark
+
+    launcher = Path(pyspark.__file__).parent / "bin" / "spark-class"
+    if not launcher.exists():
+        raise ServiceError(f"{launcher} is missing: reinstall pyspark (`./run install`)")
+    return launcher
+
+
+def start_spark_standalone(directory: Path, port: int, cores: int = 2, memory: str = "4g",
+                           timeout_s: float = 90.0) -> SparkStandalone:
+    """A Spark standalone master on 127.0.0.1:``port`` and one worker with ``cores``/``memory``; returns once
+    the master reports the worker alive."""
+    launcher = spark_class()
+    directory.mkdir(parents=True, exist_ok=True)
+    _require_free(port, "the Spark master")
+    web_port, worker_web_port = _free_port(), _free_port()
+    env = os.environ | {
+        "SPARK_HOME": str(launcher.parent.parent), "SPARK_LOCAL_IP": HOST, "SPARK_LOCAL_HOSTNAME": HOST,
+        "SPARK_WORKER_DIR": str(directory / "work"), "SPARK_LOG_DIR": str(directory),
+        # the worker's executors run this environment's Python (the platform's code and pyarrow)
+        "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
+    }
+    cluster = SparkStandalone(directory, port, web_port, [])
+    commands = [
+        ("master.log", ["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
+                        "--webui-port", str(web_port)]),
+        ("worker.log", ["org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host", HOST,
+                        "--cores", str(cores), "--memory", memory, "--webui-port", str(worker_web_port),
+                        "--work-dir", str(directory / "work")]),
+    ]
+    try:
+        for log_name, arguments in commands:
+            with (directory / log_name).open("ab") as log:
+                cluster.processes.append(subprocess.Popen(
+                    [str(launcher), *arguments], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=directory, env=env, start_new_session=True))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for process, log_path in zip(cluster.processes, cluster.logs, strict=True):
+                if process.poll() is not None:
+                    raise ServiceError(f"{log_path.stem} exited with {process.returncode} during start; "
+                                       f"last lines of {log_path}:\n{tail(log_path)}")
+            if cluster.alive_workers():
+                return cluster
+            time.sleep(0.25)
+        raise ServiceError(f"no Spark worker registered with {cluster.master_url} within {timeout_s:.0f}s; last "
+                           f"lines of {cluster.logs[1]}:\n{tail(cluster.logs[1])}")
+    except BaseException:
+        stop_spark_standalone(cluster)
+        raise
+
+
+def stop_spark_standalone(cluster: SparkStandalone, timeout_s: float = 20.0) -> None:
+    """Worker first (its executors with it), then the master: SIGTERM to each process group, SIGKILL if needed."""
+    for process in reversed(cluster.processes):
+        if process.poll() is None:
+            stop_group(process.pid, proc_start_time(process.pid), timeout_s)
+        process.wait()
+
+
+@contextmanager
+def spark_standalone(directory: Path, port: int, cores: int = 2, memory: str = "4g") -> Iterator[SparkStandalone]:
+    cluster = start_spark_standalone(directory, port, cores, memory)
+    try:
+        yield cluster
+    finally:
+        stop_spark_standalone(cluster)
+
+
 # -- shared -------------------------------------------------------------------------------------------------------
 
 
@@ -262,6 +374,12 @@ def _executable(path: str) -> str | None:
 
 def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit()) or (0,)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
 def _require_free(port: int, what: str) -> None:

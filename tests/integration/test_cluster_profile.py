@@ -1,9 +1,12 @@
-"""The cluster profile's stores for real: Feast's online store in Redis, MLflow's tracking and registry in PostgreSQL.
+"""The cluster profile for real: every store and engine a separate server, as ``infra/profiles/cluster.yaml`` says.
 
-Throwaway ``redis-server`` and PostgreSQL clusters (``infra/services.py``, Debian packages ``redis-server`` and
-``postgresql``) on free ports; then what ``test_serving.py`` checks on the default stores: simulate -> stream
-(Kafka -> Spark -> Feast, online into Redis) -> train (runs, model and aliases in PostgreSQL) -> serve -> query.
-Kafka and Spark stay the session's local ones: the Spark offline store and a standalone master are not here.
+Throwaway servers on free loopback ports (``infra/services.py``, ``infra/secure_kafka.py``): Kafka with a
+SASL_SSL listener (SCRAM-SHA-512, a private CA), Redis (Feast's online store), PostgreSQL (MLflow's tracking
+and registry) and a Spark standalone master with one worker. Feast's offline store is its Spark offline store.
+Then what ``test_serving.py`` checks on the embedded profile: simulate -> stream (``activity stream run``, a
+Spark application on the master, reading Kafka over SASL_SSL, writing Redis) -> train (``activity train run``:
+training data through the Spark offline store, both members fitted by Spark on the master, runs and aliases in
+PostgreSQL) -> serve -> query. The stream and the trainer run as their own processes, as they are deployed.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +30,7 @@ import pytest
 
 from activity_settings import Settings, load_settings
 from features.transform import FEATURE_NAMES
-from tests.conftest import free_port
+from tests.conftest import free_port, settings_env, stack_settings
 from tests.integration.conftest import isolated, training_settings
 from tests.parity import assert_champion_answer, assert_features_equal
 
@@ -31,6 +38,7 @@ pytestmark = pytest.mark.integration
 PROFILE = Path(__file__).resolve().parents[2] / "infra" / "profiles" / "cluster.yaml"
 CUSTOMERS, DAYS = 1_500, 200  # 2026-01-01 .. 2026-07-19
 AFTER_S = int(pd.Timestamp("2026-07-21", tz="UTC").timestamp())  # after every simulated event
+USER, PASSWORD = "activity", "cluster-profile-secret"
 
 
 def test_the_cluster_profile_loads_and_the_environment_overrides_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,6 +47,7 @@ def test_the_cluster_profile_loads_and_the_environment_overrides_it(monkeypatch:
     monkeypatch.setenv("ACTIVITY_CONFIG", str(PROFILE))
     settings = load_settings()
     assert settings.feature_store.online_store == "redis" and settings.feature_store.redis_connection_string
+    assert settings.feature_store.offline_store == "spark"
     assert settings.mlflow.tracking_uri.startswith("postgresql://") and settings.mlflow.artifact_location
     assert settings.training.backend == "spark" and settings.spark.master.startswith("spark://")
     assert not settings.kafka.embedded
@@ -61,42 +70,60 @@ def test_a_database_tracking_store_keeps_artifacts_under_the_data_dir(tmp_path: 
 class Cluster:
     settings: Settings
     customers: list[str]
-    outcome: object  # training.pipeline.TrainingOutcome
+    version: str  # the champion the training run registered
     redis_port: int
+    spark: Any  # infra.services.SparkStandalone
+
+
+def activity(settings: Settings, *arguments: str, timeout_s: float = 900.0) -> str:
+    """``activity <arguments>`` in its own process on exactly ``settings``; its output (it must succeed)."""
+    done = subprocess.run([sys.executable, "-m", "activity", *arguments], env=settings_env(settings) | {
+        "COLUMNS": "200"}, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, f"activity {' '.join(arguments)} failed ({done.returncode}):\n{done.stdout[-3000:]}" \
+                                 f"\n{done.stderr[-5000:]}"
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
-def cluster(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Redis + PostgreSQL, 1,500 simulated customers x 200 days streamed into Feast (online: Redis), one training
-    run tracked and registered in PostgreSQL."""
-    from infra.services import ServiceError, postgres_bin_dir, postgres_server, redis_binary, redis_server
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The servers; 1,500 simulated customers x 200 days published over SASL_SSL and streamed into Feast by the
+    stream on the Spark master; one training run on the master, tracked and registered in PostgreSQL."""
+    from infra.secure_kafka import secured_broker
+    from infra.services import postgres_server, redis_server, spark_standalone
     from streaming.publish import encode_simulated, publish_tables
-    from streaming.runner import run_stream
     from streaming.simulator import make_population, simulate
-    from training.pipeline import build_training_data, train
+    from training import tracking
 
-    try:
-        redis_binary()
-        postgres_bin_dir()
-    except ServiceError as exc:
-        pytest.skip(str(exc))
     root = tmp_path_factory.mktemp("cluster")
     # not under tmp_path: as root, PostgreSQL runs as the postgres user, who cannot enter pytest's 0700 base
     pg_dir = Path(tempfile.mkdtemp(prefix="activity-cluster-pg-"))
     try:
-        with redis_server(root / "redis", free_port()) as redis, postgres_server(pg_dir, free_port()) as postgres:
-            base = isolated(kafka_stack, root / "data")
+        with ExitStack() as servers:
+            redis = servers.enter_context(redis_server(root / "redis", free_port()))
+            postgres = servers.enter_context(postgres_server(pg_dir, free_port()))
+            # 4 cores on 2: the stream, the trainer and this process's offline-store session may overlap
+            spark = servers.enter_context(spark_standalone(root / "spark", free_port(), cores=4, memory="6g"))
+            broker = servers.enter_context(secured_broker(root / "kafka", free_port(), free_port(), USER, PASSWORD))
+            base = stack_settings(root / "data")
+            base = isolated(base.model_copy(update={"kafka": broker.kafka_settings(base.kafka)}), root / "data")
             settings = training_settings(base.model_copy(update={
                 "feature_store": base.feature_store.model_copy(update={
-                    "online_store": "redis", "redis_connection_string": redis.connection_string}),
+                    "online_store": "redis", "redis_connection_string": redis.connection_string,
+                    "offline_store": "spark"}),
                 "mlflow": base.mlflow.model_copy(update={
                     "tracking_uri": postgres.url("mlflow"), "artifact_location": (root / "artifacts").as_uri()}),
+                "spark": base.spark.model_copy(update={
+                    "master": spark.master_url, "executor_memory": "2g", "cores_max": 2}),
+                "training": base.training.model_copy(update={"backend": "spark"}),
             }))
             population = make_population(CUSTOMERS, date(2026, 1, 1), DAYS, seed=13)
             assert publish_tables(settings.kafka, simulate(population), encode_simulated).failed == 0
-            run_stream(settings, until_idle_s=2.0)
-            outcome = train(settings, data=build_training_data(settings))
-            yield Cluster(settings, [str(c) for c in population.customer_ids], outcome, redis.port)
+            activity(settings, "stream", "run", "--until-idle", "2")
+            activity(settings, "train", "run")
+            champion = tracking.load_by_alias(settings, "champion", root / "champion")
+            assert champion is not None, "the training run registered no champion"
+            yield Cluster(settings, [str(c) for c in population.customer_ids], str(champion.version), redis.port,
+                          spark)
     finally:
         shutil.rmtree(pg_dir, ignore_errors=True)
 
@@ -135,7 +162,8 @@ def scorer(cluster: Cluster):  # noqa: ANN201 - (TestClient, headers)
         yield client, headers
 
 
-def test_the_stores_are_redis_and_postgresql(cluster: Cluster) -> None:
+def test_the_stores_are_redis_postgresql_and_spark(cluster: Cluster) -> None:
+    import mlflow
     import redis
     from sqlalchemy import create_engine, text
 
@@ -144,6 +172,7 @@ def test_the_stores_are_redis_and_postgresql(cluster: Cluster) -> None:
 
     store = FeatureWriter.open(cluster.settings).store
     assert store.config.online_store.type == "redis"
+    assert store.config.offline_store.type == "spark"
     assert redis.Redis(host="127.0.0.1", port=cluster.redis_port).dbsize() >= 0.9 * CUSTOMERS  # a hash a customer
     assert not (cluster.settings.home / "feature_store" / "data" / "online_store.db").exists()
     assert tracking.tracking_uri(cluster.settings).startswith("postgresql://")
@@ -154,8 +183,13 @@ def test_the_stores_are_redis_and_postgresql(cluster: Cluster) -> None:
             aliases = connection.execute(text("SELECT alias, version FROM registered_model_aliases")).all()
     finally:
         engine.dispose()
-    assert cluster.outcome.decision.promote, cluster.outcome.decision.reasons
-    assert ("champion", int(cluster.outcome.version)) in [(alias, int(version)) for alias, version in aliases]
+    assert ("champion", int(cluster.version)) in [(alias, int(version)) for alias, version in aliases]
+    client = mlflow.MlflowClient(tracking.tracking_uri(cluster.settings))
+    version = client.get_model_version(cluster.settings.mlflow.registered_model, cluster.version)
+    assert client.get_run(version.run_id).data.params["backend"] == "spark"
+    # the stream and the trainer were applications of the standalone master (not a local[*] in their process);
+    # the trainer's is the session its training-data retrieval started, which the Spark backend then reuses
+    assert {"activity-stream", "activity-features"} <= set(cluster.spark.applications())
 
 
 def test_redis_online_features_equal_feasts_and_the_point_in_time_offline_features(cluster: Cluster) -> None:
@@ -196,7 +230,7 @@ def test_a_query_returns_the_champions_prediction_from_the_offline_features(clus
                                                                                           utc=True)})
     offline = historical_features(FeatureWriter.open(cluster.settings).store, entities).set_index("customer_id")
     champion = tracking.load_by_alias(cluster.settings, "champion", cluster.settings.home / "test-champion")
-    assert champion is not None and champion.version == cluster.outcome.version
+    assert champion is not None and str(champion.version) == cluster.version
     expected = champion.ensemble().predict_proba(as_matrix(offline.loc[customers]))
     as_of = pd.Timestamp(AFTER_S, unit="s", tz="UTC").isoformat()
     for i, customer in enumerate(customers):
@@ -212,7 +246,6 @@ def test_a_late_event_rewrites_the_redis_state_with_the_same_event_time(cluster:
     from confluent_kafka import Producer
 
     from features.store import FeatureWriter, historical_features, online_features
-    from streaming.runner import run_stream
     from streaming.schema import example_event
 
     settings = cluster.settings
@@ -225,7 +258,7 @@ def test_a_late_event_rewrites_the_redis_state_with_the_same_event_time(cluster:
     producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True})
     producer.produce(settings.kafka.topics.transactions, json.dumps(event).encode(), customer.encode())
     assert producer.flush(30) == 0
-    run_stream(settings, until_idle_s=2.0)
+    activity(settings, "stream", "run", "--until-idle", "2")  # the stream resumes from its checkpoint
     assert stored_event_time(cluster, customer) == newest  # the same event time: a dedup by time would drop it
     after = online_features(store, [customer], [AFTER_S]).iloc[0]
     assert after["tx_count_30d"] == before["tx_count_30d"] + 1
