@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from activity_settings import Settings
 from serving import metrics
 from serving.auth import Authenticator, Principal, requires
+from serving.batching import DEFAULT_MAX_SIZE, MicroBatcher
 from serving.problems import REQUEST_ID_PATTERN, Problem, install_problem_handlers
 from serving.ratelimit import RateLimiter
 from training.labels import CLASSES
@@ -111,9 +113,21 @@ class Scorer:
         bucket = int.from_bytes(hashlib.blake2b(customer_id.encode(), digest_size=8).digest(), "big") / 2**64
         return "challenger" if bucket < self.challenger_share else "champion"
 
-    def score(self, customer_ids: list[str], as_of_s: list[int], request_id: str) -> list[dict[str, Any]]:
+    def score(self, customer_ids: list[str], as_of_s: list[int],
+              request_id: str | Sequence[str]) -> list[dict[str, Any]]:
+        """One answer per customer, in order.
+
+        ``request_id``: a string when the rows are one request (the batch route), or one id per row
+        when each row is a request of its own (the micro-batcher's single-customer requests). Every
+        row's answers and prediction-log records carry its request's id, and a fallback is counted
+        once per request it answered, so a micro-batch counts exactly what its requests alone would.
+        """
         from serving.online import OnlineStoreUnavailable
 
+        one_request = isinstance(request_id, str)
+        request_ids: Sequence[str] = [request_id] * len(customer_ids) if isinstance(request_id, str) else request_id
+        if len(request_ids) != len(customer_ids):
+            raise ValueError(f"{len(customer_ids)} customers but {len(request_ids)} request ids")
         cause = None
         try:
             x, state_times, known = self.online.features(customer_ids, as_of_s, timeout_s=self.timeout_s)
@@ -124,24 +138,51 @@ class Scorer:
         results: list[dict[str, Any]] = [{} for _ in customer_ids]
         for arm in set(arms):
             rows = [i for i, a in enumerate(arms) if a == arm]
-            scored = self._score_rows(x[rows] if x is not None else None, len(rows), arm, cause)
-            for j, i in enumerate(rows):
-                results[i] = self._answer(customer_ids[i], as_of_s[i], state_times[i], known[i], scored, j, arm,
-                                          request_id)
+            scored = self._score_rows(x[rows] if x is not None else None, len(rows), arm, cause, not one_request)
+            for i, (by, j) in zip(rows, scored, strict=True):
+                results[i] = self._answer(customer_ids[i], as_of_s[i], state_times[i], known[i], by, j, arm,
+                                          request_ids[i])
         if x is not None and self.settings.serving.shadow and self.holder.served.challenger is not None:
-            self._shadow(x, customer_ids, arms, results, request_id)
+            self._shadow(x, customer_ids, arms, results, request_ids, separate=not one_request)
         return results
 
-    def _score_rows(self, x: np.ndarray | None, rows: int, arm: str, cause: str | None) -> Scored:
+    def _score_rows(self, x: np.ndarray | None, rows: int, arm: str, cause: str | None,
+                    separate: bool) -> list[tuple[Scored, int]]:
+        """Per row: the scores that answer it and its row in them.
+
+        ``separate``: each row is a request of its own (a micro-batch): fallbacks are counted per row,
+        and when a loaded model failed on the batch (an error or a non-finite score can come from a
+        single row) each row is scored again alone, so one row never moves the others down the chain.
+        """
+        requests = rows if separate else 1
         if x is None:
             probabilities = np.tile(class_prior(self.holder.info()), (rows, 1))
-            metrics.FALLBACKS.labels("prior", "online_store").inc()
-            return Scored(probabilities, np.argmax(probabilities, axis=1), "class-prior", None, "prior", cause)
+            metrics.FALLBACKS.labels("prior", "online_store").inc(requests)
+            prior = Scored(probabilities, np.argmax(probabilities, axis=1), "class-prior", None, "prior", cause)
+            return [(prior, j) for j in range(rows)]
         result = self.holder.score_with_fallback(x, prefer=arm)
+        if separate and rows > 1 and result.level != arm and self._loaded_model_failed(arm, result.level):
+            return [(self._scored(self.holder.score_with_fallback(x[j:j + 1], prefer=arm), 1), 0)
+                    for j in range(rows)]
+        scored = self._scored(result, requests)
+        return [(scored, j) for j in range(rows)]
+
+    def _scored(self, result: Any, requests: int) -> Scored:
         if result.degraded:
-            metrics.FALLBACKS.labels(result.level, "model").inc()
+            metrics.FALLBACKS.labels(result.level, "model").inc(requests)
         return Scored(result.probabilities, result.label, result.model_name, result.model_version,
                       result.level if result.degraded else None, "model unavailable" if result.degraded else None)
+
+    def _loaded_model_failed(self, arm: str, answered: str) -> bool:
+        """Whether a level before ``answered`` in ``arm``'s chain has a model (so it failed, maybe on one row),
+        rather than none being loaded (which fails every row alike)."""
+        served = self.holder.served
+        for level in ("challenger", "champion", "single") if arm == "challenger" else ("champion", "single"):
+            if level == answered:
+                return False
+            if getattr(served, level, None) is not None:
+                return True
+        return False
 
     def _answer(self, customer_id: str, as_of_s: int, state_time: datetime | None, known: bool, scored: Scored,
                 row: int, arm: str, request_id: str) -> dict[str, Any]:
@@ -171,10 +212,15 @@ class Scorer:
         return answer
 
     def _shadow(self, x: np.ndarray, customer_ids: list[str], arms: list[str], results: list[dict[str, Any]],
-                request_id: str) -> None:
+                request_ids: Sequence[str], separate: bool = False) -> None:
         try:
             shadow = self.holder.score(x, "challenger")
         except Exception:  # noqa: BLE001 - the shadow never affects the answer
+            if separate and len(x) > 1:  # it may have failed on one row: each request's shadow alone, as unbatched
+                for i in range(len(x)):
+                    self._shadow(x[i:i + 1], customer_ids[i:i + 1], arms[i:i + 1], results[i:i + 1],
+                                 request_ids[i:i + 1])
+                return
             log.exception("shadow scoring failed")
             return
         if shadow.degraded:
@@ -187,7 +233,7 @@ class Scorer:
                 metrics.SHADOW_DISAGREEMENTS.inc()
             if self.prediction_log is not None:
                 self.prediction_log.publish(customer_ids[i], {
-                    "request_id": request_id, "customer_id": customer_ids[i], "as_of": answer["as_of"],
+                    "request_id": request_ids[i], "customer_id": customer_ids[i], "as_of": answer["as_of"],
                     "shadow": True, "class": label, "model": {"name": shadow.model_name,
                                                             "version": shadow.model_version, "arm": "challenger"},
                     "probabilities": {n: round(float(v), 6) for n, v in zip(CLASSES, shadow.probabilities[i],
@@ -218,18 +264,25 @@ def _as_of_seconds(as_of: datetime | None, now: float) -> int:
     return int(seconds)
 
 
-def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any | None = None) -> FastAPI:
-    """The FastAPI app over a loaded ``ModelHolder`` and an ``OnlineFeatures`` reader."""
+def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any | None = None,
+               micro_batch_max: int = DEFAULT_MAX_SIZE) -> FastAPI:
+    """The FastAPI app over a loaded ``ModelHolder`` and an ``OnlineFeatures`` reader.
+
+    Concurrent single-customer requests are scored together (``serving.batching``), at most
+    ``micro_batch_max`` per scoring call; 1 scores every request alone.
+    """
     app = FastAPI(title="Customer activity scorer", version="1.0.0", default_response_class=ORJSONResponse,
                   description=__doc__)
     install_problem_handlers(app)
     authenticator = Authenticator(settings)
     limiter = RateLimiter(settings.serving.rate_limit_per_s, settings.serving.rate_limit_burst)
     scorer = Scorer(settings, holder, online, prediction_log)
+    batcher = MicroBatcher(scorer.score, micro_batch_max)
     # the security schemes are declared in the OpenAPI document only (see _document_security): as
     # FastAPI dependencies they would run on every request for nothing, the check reads the headers
-    documented = {"security": [{"bearer": []}, {"apiKey": []}]}
+    documented: dict[str, Any] = {"security": [{"bearer": []}, {"apiKey": []}]}
     app.state.scorer = scorer
+    app.state.batcher = batcher
 
     def scope(name: str):  # noqa: ANN202
         return requires(authenticator, name, limiter)
@@ -269,7 +322,7 @@ def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any
         as_of: Annotated[datetime | None, Query(description="Prediction time (ISO 8601); default now.")] = None,
     ) -> ORJSONResponse:
         as_of_s = _as_of_seconds(as_of, time.time())
-        return ORJSONResponse(scorer.score([customer_id], [as_of_s], request.state.request_id)[0])
+        return ORJSONResponse(await batcher.score(customer_id, as_of_s, request.state.request_id))
 
     @app.post(f"/{API_VERSION}/activity:batch", openapi_extra=documented, tags=["scores"],
               summary="Predicted activity of many customers",

@@ -23,3 +23,6 @@ SHADOW_DISAGREEMENTS = Counter("activity_scorer_shadow_disagreements_total",
 PREDICTION_LOG_SENT = Counter("activity_scorer_prediction_log_sent_total", "Prediction records delivered.")
 PREDICTION_LOG_DROPPED = Counter("activity_scorer_prediction_log_dropped_total",
                                  "Prediction records dropped (buffer full or delivery failed).")
+MICRO_BATCH_SIZE = Histogram("activity_scorer_micro_batch_size",
+                             "Single-customer requests scored together in one micro-batch (1 = scored alone).",
+                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

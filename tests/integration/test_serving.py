@@ -55,6 +55,39 @@ def test_a_query_returns_the_champions_prediction_from_the_parity_features(score
         assert body["request_id"] == answer.headers["X-Request-ID"]
 
 
+def test_concurrent_requests_are_scored_together_and_answered_as_alone(scorer) -> None:  # noqa: ANN001
+    """Micro-batching: requests arriving together share one scoring call, each answered as it would be alone."""
+    import asyncio
+
+    import httpx
+    from prometheus_client import REGISTRY
+
+    client, headers, _ = scorer
+    customers = [f"c{i:07d}" for i in range(1, 41)] + ["never-seen-7", "c0000001"]  # a repeat in the same batch
+
+    def batches() -> tuple[float, float]:
+        return (REGISTRY.get_sample_value("activity_scorer_micro_batch_size_count") or 0.0,
+                REGISTRY.get_sample_value("activity_scorer_micro_batch_size_sum") or 0.0)
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app), base_url="http://scorer") as http:
+            return await asyncio.gather(*(
+                http.get(f"/v1/customers/{customer}/activity", params={"as_of": AS_OF},
+                         headers=headers | {"X-Request-ID": f"together-{i:04d}"})
+                for i, customer in enumerate(customers)))
+
+    before = batches()
+    answers = asyncio.run(together())
+    after = batches()
+    assert after[1] - before[1] == len(customers) and after[0] - before[0] < len(customers)
+    for i, (customer, answer) in enumerate(zip(customers, answers, strict=True)):
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["request_id"] == answer.headers["X-Request-ID"] == f"together-{i:04d}"
+        alone = client.get(f"/v1/customers/{customer}/activity", params={"as_of": AS_OF}, headers=headers).json()
+        assert {**body, "request_id": None} == {**alone, "request_id": None}
+
+
 def test_batch_answers_each_customer_and_never_seen_ones_get_cold_start(scorer) -> None:  # noqa: ANN001
     client, headers, _ = scorer
     body = {"customers": [{"customer_id": "c0000001", "as_of": AS_OF}, {"customer_id": "never-seen-1"}]}

@@ -172,7 +172,8 @@ def test_exported_names_carry_prometheus_client_suffixes() -> None:
     names = exported_metric_names()
     assert {"activity_scorer_responses_total", "activity_scorer_responses_created",  # labelled, no child yet
             "activity_scorer_request_seconds_bucket", "activity_scorer_request_seconds_sum",
-            "activity_scorer_request_seconds_count", "activity_stream_batches_total",
+            "activity_scorer_request_seconds_count", "activity_scorer_micro_batch_size_bucket",
+            "activity_stream_batches_total",
             "activity_monitor_drift_share", "process_start_time_seconds"} <= names
     assert "activity_scorer_responses" not in names
 
