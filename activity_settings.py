@@ -205,6 +205,8 @@ class ServingSettings(_Section):
     port: int = Field(default=18080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     batch_max: int = Field(default=500, ge=1, le=10_000, description="Most customers in one batch request.")
+    micro_batch_max: int = Field(default=64, ge=1, le=1_024, description=(
+        "Most concurrent single-customer requests scored together in one call; 1 = each alone."))
     rate_limit_per_s: float = Field(default=200.0, gt=0, description="Sustained requests/s per client.")
     rate_limit_burst: int = Field(default=400, ge=1, description="Requests a client may send at once.")
     reload_interval_s: float = Field(default=30.0, ge=1, description="How often the registry is polled.")

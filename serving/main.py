@@ -31,7 +31,7 @@ def build_app(settings: Settings, prediction_log: bool | None = None) -> FastAPI
         from serving.prediction_log import PredictionLog
 
         publisher = PredictionLog(settings)
-    app = create_app(settings, holder, online, publisher)
+    app = create_app(settings, holder, online, publisher, settings.serving.micro_batch_max)
     previous = app.router.lifespan_context
 
     @asynccontextmanager
