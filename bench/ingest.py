@@ -538,8 +538,8 @@ def main() -> None:
          vs_peer is not None and vs_peer > 1),
     ]
     print(f"{'target':<36}{'measured':>14}{'target':>14}{'':>4}")
-    for name, measured, target, ok in checks:
-        print(f"{name:<36}{measured:>14}{target:>14}    {'met' if ok else 'MISSED'}")
+    for name, figure, target, ok in checks:
+        print(f"{name:<36}{figure:>14}{target:>14}    {'met' if ok else 'MISSED'}")
     if args.samples:
         args.samples.write_text(json.dumps({
             "sustained": {"tx_per_s": sustained.tx_per_s, "events": sustained.events, "batches": sustained.timeline},
