@@ -122,10 +122,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             activity(settings, "train", "run")
             champion = tracking.load_by_alias(settings, "champion", root / "champion")
             assert champion is not None, "the training run registered no champion"
-            yield Cluster(settings, [str(c) for c in population.customer_ids], str(champion.version), redis.port,
-                          spark)
+            try:
+                yield Cluster(settings, [str(c) for c in population.customer_ids], str(champion.version),
+                              redis.port, spark)
+            finally:
+                stop_session_on(spark.master_url)
     finally:
         shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def stop_session_on(master: str) -> None:
+    """Stop this process's Spark session if it runs on ``master`` (the Spark offline store started it here): the
+    master goes away with the module, and a later ``getOrCreate`` in this process would get that session back
+    and wait for executors forever."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+    if session is not None and session.sparkContext.master == master:
+        session.stop()
 
 
 def stored_event_time(cluster: Cluster, customer: str) -> pd.Timestamp | None:
