@@ -10,14 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from activity_settings import KafkaSettings, Settings, load_settings
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from infra.services import free_port
 
 
 @contextmanager
@@ -35,7 +28,7 @@ def bench_stack(partitions: int = 4) -> Iterator[Settings]:
     with tempfile.TemporaryDirectory(prefix="activity-bench-") as tmp:
         settings = load_settings(
             data_dir=Path(tmp),
-            kafka=KafkaSettings(port=_free_port(), controller_port=_free_port(), partitions=partitions,
+            kafka=KafkaSettings(port=free_port(), controller_port=free_port(), partitions=partitions,
                                 heap="2g"),
         )
         stack_up(settings)
@@ -96,18 +89,18 @@ def cluster_stores(settings: Settings, root: Path, *, postgres: bool = False,
     from infra.services import postgres_server, redis_server, spark_standalone
 
     with ExitStack() as servers:
-        redis = servers.enter_context(redis_server(root / "redis", _free_port()))
+        redis = servers.enter_context(redis_server(root / "redis", free_port()))
         update: dict[str, object] = {"feature_store": settings.feature_store.model_copy(update={
             "online_store": "redis", "redis_connection_string": redis.connection_string})}
         if postgres:
             # PostgreSQL runs as the postgres user when we are root: a directory it may enter
             pg_dir = Path(tempfile.mkdtemp(prefix="activity-bench-pg-"))
             servers.callback(shutil.rmtree, pg_dir, ignore_errors=True)
-            server = servers.enter_context(postgres_server(pg_dir, _free_port()))
+            server = servers.enter_context(postgres_server(pg_dir, free_port()))
             update["mlflow"] = settings.mlflow.model_copy(update={
                 "tracking_uri": server.url("mlflow"), "artifact_location": (root / "artifacts").as_uri()})
         if spark_master:
-            cluster = servers.enter_context(spark_standalone(root / "spark", _free_port(), cores=2, memory="6g"))
+            cluster = servers.enter_context(spark_standalone(root / "spark", free_port(), cores=2, memory="6g"))
             update["spark"] = settings.spark.model_copy(update={"master": cluster.master_url})
         log("cluster profile: " + ", ".join(
             [f"Feast online store redis://{redis.connection_string}"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import httpx
 from activity_settings import Settings, load_settings, settings_environment
 from bench.common import cluster_stores, log, machine, print_result, profiles_argument
 from bench.datasets import simulated_history
+from infra.services import free_port
 
 P99_BUDGET_MS = 20.0
 APPS = {
@@ -45,12 +45,6 @@ APPS = {
 }
 SCORER = {"embedded": "scorer", "cluster": "scorer (cluster)"}  # the scorer's name in the table, per profile
 
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(name: str, settings: Settings, port: int) -> subprocess.Popen:

@@ -311,7 +311,7 @@ def start_spark_standalone(directory: Path, port: int, cores: int = 2, memory: s
     launcher = spark_class()
     directory.mkdir(parents=True, exist_ok=True)
     _require_free(port, "the Spark master")
-    web_port, worker_web_port = _free_port(), _free_port()
+    web_port, worker_web_port = free_port(), free_port()
     env = os.environ | {
         "SPARK_HOME": str(launcher.parent.parent), "SPARK_LOCAL_IP": HOST, "SPARK_LOCAL_HOSTNAME": HOST,
         "SPARK_WORKER_DIR": str(directory / "work"), "SPARK_LOG_DIR": str(directory),
@@ -376,7 +376,8 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit()) or (0,)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
