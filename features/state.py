@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 STATE_VERSION: Final = 2
 HISTORY_DAYS: Final = 90
@@ -79,6 +81,15 @@ _SCALARS = ("version", "end_day", "first_day", "total_count", "last_event_s", "c
 
 def encode_states(states: np.ndarray) -> list[bytes]:
     """One bytes value per record: its header and its active days."""
+    return pack_states(*_stored_parts(states)).to_pylist()
+
+
+def state_column(states: np.ndarray) -> pa.ChunkedArray:
+    """``encode_states`` as an Arrow binary column (what the writers store), without Python objects."""
+    return pack_states(*_stored_parts(states))
+
+
+def _stored_parts(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     active = states["daily_counts"][:, 0, :] > 0
     rows, slots = np.nonzero(active)  # grouped by row, slots ascending
     headers = np.zeros(len(states), dtype=HEADER_DTYPE)
@@ -91,12 +102,35 @@ def encode_states(states: np.ndarray) -> list[bytes]:
     days["spend"] = states["daily_spend"][rows, slots]
     days["max"] = states["daily_max"][rows, slots]
     days["merchant_bits"] = states["daily_merchant_bits"][rows, slots]
-    head, body = headers.tobytes(), days.tobytes()
+    return headers, days
+
+
+def pack_states(headers: np.ndarray, days: np.ndarray, chunk_rows: int = 200_000) -> pa.ChunkedArray:
+    """One binary value per header: the header, then its ``active_days`` entries of ``days`` (in order).
+
+    Built by Arrow from the two buffers as they are (no Python object per value); chunks of at
+    most ``chunk_rows`` values keep each chunk's 32-bit offsets far from overflowing.
+    """
     h, d = HEADER_DTYPE.itemsize, DAY_DTYPE.itemsize
-    ends = np.cumsum(headers["active_days"].astype(np.int64)) * d
-    starts = ends - headers["active_days"].astype(np.int64) * d
-    spans = zip(starts.tolist(), ends.tolist(), strict=True)
-    return [head[i * h : (i + 1) * h] + body[a:b] for i, (a, b) in enumerate(spans)]
+    ends = np.cumsum(headers["active_days"].astype(np.int64))
+    chunks = []
+    for first in range(0, len(headers), chunk_rows):
+        part = headers[first : first + chunk_rows]
+        n = len(part)
+        day_from = int(ends[first - 1]) if first else 0
+        day_offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(part["active_days"].astype(np.int32) * d, out=day_offsets[1:])
+        body = days[day_from : day_from + int(day_offsets[-1]) // d]
+        head_offsets = np.arange(0, (n + 1) * h, h, dtype=np.int32)
+        head = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(head_offsets), _bytes_of(part)])
+        tail = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(day_offsets), _bytes_of(body)])
+        chunks.append(pc.binary_join_element_wise(head, tail, b""))
+    return pa.chunked_array(chunks, type=pa.binary())
+
+
+def _bytes_of(records: np.ndarray) -> pa.Buffer:
+    """The records' memory as an Arrow buffer (no copy when they are contiguous)."""
+    return pa.py_buffer(np.ascontiguousarray(records).view(np.uint8))
 
 
 def _well_formed(value: bytes) -> bool:

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +39,7 @@ STATE_SCHEMA = pa.schema([
 EMPTY_FILE = "0000-empty.parquet"  # keeps the source readable until the first write
 SPARK_APP = "activity-features"
 QUOTED_REGEX_COLUMNS = "spark.sql.parser.quotedRegexColumnNames"  # Feast's Spark store turns it on, session-wide
+_KEY_CACHE_MAX = 4_000_000  # serialized entity keys the writer keeps (about 60 bytes each)
 _STORE_SETTINGS: weakref.WeakKeyDictionary[object, Settings] = weakref.WeakKeyDictionary()  # for the SparkSession
 
 logging.getLogger("feast").setLevel(logging.WARNING)
@@ -118,6 +119,7 @@ class FeatureWriter:
 
     store: object  # feast.FeatureStore
     offline_dir: Path
+    _key_cache: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> FeatureWriter:
@@ -150,18 +152,35 @@ class FeatureWriter:
 
         view = self.store.get_feature_view(STATE_VIEW)
         provider = self.store._get_provider()  # noqa: SLF001 - Feast's own write path, minus DataFrame conversion
-        event_times = [moment.to_pydatetime() for moment in pd.to_datetime(states[EVENT_TIMESTAMP], utc=True)]
+        event_times = pd.DatetimeIndex(pd.to_datetime(states[EVENT_TIMESTAMP], utc=True))
         created = datetime.now(UTC)
-        keys = [EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)])
-                for customer in states[ENTITY_KEY]]
-        values = [Value(bytes_val=state) for state in states[STATE_FEATURE]]
         online_store = provider.online_store
         if type(online_store) is SqliteOnlineStore and not self.store.config.online_store.vector_enabled:
+            values = [Value(bytes_val=state).SerializeToString() for state in states[STATE_FEATURE]]
+            keys = self._serialized_keys(states[ENTITY_KEY].tolist())
             _sqlite_upsert(online_store, self.store.config, view, keys, values, event_times, created)
             return
-        rows = [(key, {STATE_FEATURE: value}, event_time, created)
-                for key, value, event_time in zip(keys, values, event_times, strict=True)]
+        rows = [(EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)]),
+                 {STATE_FEATURE: Value(bytes_val=state)}, event_time, created)
+                for customer, state, event_time in zip(states[ENTITY_KEY], states[STATE_FEATURE],
+                                                        event_times.to_pydatetime(), strict=True)]
         provider.online_write_batch(self.store.config, view, rows, None)
+
+    def _serialized_keys(self, customers: list[str]) -> list[bytes]:
+        """Feast's serialized entity key of each customer, each computed once (they never change)."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        cache = self._key_cache
+        if len(cache) > _KEY_CACHE_MAX:
+            cache.clear()
+        version = self.store.config.entity_key_serialization_version
+        for customer in customers:
+            if customer not in cache:
+                key = EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)])
+                cache[customer] = serialize_entity_key(key, entity_key_serialization_version=version)
+        return [cache[customer] for customer in customers]
 
     def remove_offline(self, prefix: str, keep: str | None = None) -> None:
         for path in self.offline_dir.glob(f"{prefix}*.parquet"):
@@ -169,22 +188,20 @@ class FeatureWriter:
                 path.unlink()
 
 
-def _sqlite_upsert(online_store, config, view, keys, values, event_times, created) -> None:  # noqa: ANN001
+def _sqlite_upsert(online_store, config, view, keys: list[bytes], values: list[bytes],  # noqa: ANN001
+                   event_times: pd.DatetimeIndex, created: datetime) -> None:
     """``SqliteOnlineStore.online_write_batch`` as one ``executemany``: the same table, rows and
-    serialization (Feast's own functions), without a Python round trip per row."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
+    serialization (Feast's serialized entity keys and ``Value`` protos; its datetime adapter turns
+    the naive UTC times into the stored epoch seconds), without a Python round trip per row."""
     from feast.infra.online_stores.sqlite import _table_id
     from feast.utils import to_naive_utc
 
     conn = online_store._get_conn(config)  # noqa: SLF001
     table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-    version = config.entity_key_serialization_version
     created_naive = to_naive_utc(created)
-    rows = [
-        (serialize_entity_key(key, entity_key_serialization_version=version), STATE_FEATURE,
-         value.SerializeToString(), None, to_naive_utc(event_time), created_naive)
-        for key, value, event_time in zip(keys, values, event_times, strict=True)
-    ]
+    naive_times = event_times.tz_convert(None).to_pydatetime()
+    rows = [(key, STATE_FEATURE, value, None, event_time, created_naive)
+            for key, value, event_time in zip(keys, values, naive_times, strict=True)]
     with conn:
         conn.executemany(
             f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '

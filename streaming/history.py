@@ -9,16 +9,20 @@ ring of ``HISTORY_DAYS`` daily slots ending on the day of their latest transacti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.state import (
     CHANNELS,
     CREATED_TIMESTAMP,
     DAILY_COUNTS,
+    DAY_DTYPE,
     ENTITY_KEY,
     EVENT_TIMESTAMP,
+    HEADER_DTYPE,
     HISTORY_DAYS,
     MERCHANT_CATEGORIES,
     NEVER,
@@ -26,11 +30,13 @@ from features.state import (
     STATE_FEATURE,
     STATE_VERSION,
     empty_states,
-    encode_states,
+    pack_states,
+    state_column,
 )
 
 N = HISTORY_DAYS
 _UNSET_FIRST = np.iinfo(np.int64).max
+_INT16_MAX = np.iinfo(np.int16).max  # a stored day count is capped here
 INT_PARTS = ("count", "night", *(f"ch_{channel}" for channel in CHANNELS))  # partial columns, in order
 assert len(INT_PARTS) == len(DAILY_COUNTS)
 PARTIAL_COLUMNS = (
@@ -39,6 +45,8 @@ PARTIAL_COLUMNS = (
 
 
 GENESIS = pd.Timestamp(0, tz="UTC")
+_ARRAYS = ("end_day", "first_day", "last_event_s", "total_count", "ints", "spend", "max_amount", "category_last",
+           "merchant_bits")  # one row per customer each
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,15 @@ class ActivityHistory:
         self.category_last = np.full((capacity, len(MERCHANT_CATEGORIES)), NEVER, dtype=np.int64)
         self.merchant_bits = np.zeros((capacity, N), dtype=np.int64)
 
+    def copy(self) -> ActivityHistory:
+        """An independent copy holding exactly this history (capacity trimmed to its size)."""
+        size = self.size
+        other = ActivityHistory.__new__(ActivityHistory)
+        other.index, other.customer_ids = dict(self.index), list(self.customer_ids)
+        for name in _ARRAYS:
+            setattr(other, name, getattr(self, name)[:size].copy())
+        return other
+
     @property
     def size(self) -> int:
         return len(self.customer_ids)
@@ -80,13 +97,15 @@ class ActivityHistory:
     def _rows(self, customer_ids: np.ndarray) -> np.ndarray:
         """Row numbers for ``customer_ids``, adding new customers."""
         index = self.index
-        rows = np.fromiter((index.get(cid, -1) for cid in customer_ids), dtype=np.int64, count=len(customer_ids))
-        if (rows < 0).any():
-            for cid in pd.unique(customer_ids[rows < 0]):
+        rows = np.fromiter(map(index.get, customer_ids, repeat(-1)), dtype=np.int64, count=len(customer_ids))
+        unknown = rows < 0
+        if unknown.any():
+            for cid in pd.unique(customer_ids[unknown]):
                 index[cid] = len(self.customer_ids)
                 self.customer_ids.append(cid)
             self._grow(len(self.customer_ids))
-            rows = np.fromiter((index[cid] for cid in customer_ids), dtype=np.int64, count=len(customer_ids))
+            rows[unknown] = np.fromiter(map(index.__getitem__, customer_ids[unknown]), dtype=np.int64,
+                                        count=int(unknown.sum()))
         return rows
 
     def _grow(self, needed: int) -> None:
@@ -96,8 +115,10 @@ class ActivityHistory:
         new = max(needed, capacity * 2)
 
         def grown(array: np.ndarray, fill: float) -> np.ndarray:
-            out = np.full((new, *array.shape[1:]), fill, dtype=array.dtype)
+            out = np.zeros((new, *array.shape[1:]), dtype=array.dtype)  # calloc: untouched pages cost nothing
             out[:capacity] = array
+            if fill:
+                out[capacity:] = fill
             return out
 
         self.end_day, self.first_day = grown(self.end_day, NEVER), grown(self.first_day, _UNSET_FIRST)
@@ -138,19 +159,31 @@ class ActivityHistory:
         return MergeResult(changed, np.arange(known, self.size), late)
 
     def _advance(self, rows: np.ndarray, new_end: np.ndarray) -> None:
-        """Move each customer's window to end on ``new_end``, clearing slots that fall out."""
+        """Move each customer's window to end on ``new_end``, clearing slots that fall out.
+
+        Only the slots of the days entering the window are cleared (the ring slot of day ``d`` is
+        ``d % N``, the one day ``d - N`` held): a day-by-day catch-up touches one slot per customer.
+        """
         old_end = self.end_day[rows]
         moving = new_end > old_end
         rows, old_end, new_end = rows[moving], old_end[moving], new_end[moving]
         if len(rows) == 0:
             return
-        slots = np.arange(N)[None, :]
-        slot_day = old_end[:, None] - ((old_end[:, None] - slots) % N)  # the day each slot held
-        stale = slot_day <= (new_end - N)[:, None]
-        self.ints[rows] = np.where(stale[:, None, :], 0, self.ints[rows])
-        self.spend[rows] = np.where(stale, 0.0, self.spend[rows])
-        self.max_amount[rows] = np.where(stale, 0.0, self.max_amount[rows])
-        self.merchant_bits[rows] = np.where(stale, 0, self.merchant_bits[rows])
+        gap = new_end - old_end
+        whole = gap >= N  # the whole window falls out (or the customer is new)
+        if whole.any():
+            cleared = rows[whole]
+            self.ints[cleared], self.spend[cleared], self.max_amount[cleared] = 0, 0.0, 0.0
+            self.merchant_bits[cleared] = 0
+        part = ~whole
+        if part.any():
+            steps = gap[part]
+            r = np.repeat(rows[part], steps)
+            first = np.cumsum(steps) - steps  # each row's first entry in r
+            day = np.repeat(old_end[part], steps) + (np.arange(len(r)) - np.repeat(first, steps)) + 1
+            slot = day % N
+            self.ints[r, :, slot] = 0
+            self.spend[r, slot], self.max_amount[r, slot], self.merchant_bits[r, slot] = 0.0, 0.0, 0
         self.end_day[rows] = new_end
 
     def rows_of(self, customer_ids: list[str]) -> np.ndarray:
@@ -186,8 +219,42 @@ class ActivityHistory:
             ENTITY_KEY: [self.customer_ids[r] for r in rows.tolist()],
             EVENT_TIMESTAMP: GENESIS,
             CREATED_TIMESTAMP: GENESIS,
-            STATE_FEATURE: encode_states(empty_states(len(rows))),
+            STATE_FEATURE: pd.arrays.ArrowExtensionArray(state_column(empty_states(len(rows)))),
         })
+
+    def encode(self, rows: np.ndarray) -> pa.ChunkedArray:
+        """``state_column(self.states(rows))`` without the dense records: gathers only active days."""
+        rows = np.asarray(rows, dtype=np.int64)
+        end = self.end_day[rows]
+        headers = np.zeros(len(rows), dtype=HEADER_DTYPE)
+        headers["version"] = STATE_VERSION
+        headers["end_day"] = end
+        headers["first_day"] = self.first_day[rows]
+        headers["total_count"] = self.total_count[rows]
+        headers["last_event_s"] = self.last_event_s[rows]
+        headers["category_last_day"] = self.category_last[rows]
+        # Active days in ring order (np.nonzero walks each row's slots upwards); a state lists them
+        # oldest first, which rotates each row's list: the slots after end_day's come first.
+        who, ring = np.nonzero(self.ints[:, 0, :][rows] > 0)
+        active = np.bincount(who, minlength=len(rows))
+        headers["active_days"] = active
+        start = np.cumsum(active) - active
+        newest = end % N
+        wrapped = ring <= newest[who]  # days up to end_day's slot: the newest part of the window
+        n_wrapped = np.bincount(who, weights=wrapped, minlength=len(rows)).astype(np.int64)
+        at = np.arange(len(who)) - start[who]  # index within the row, in ring order
+        dest = start[who] + np.where(wrapped, at + (active - n_wrapped)[who], at - n_wrapped[who])
+        r = rows[who]
+        days = np.empty(len(who), dtype=DAY_DTYPE)
+        days["slot"][dest] = (ring - newest[who] - 1) % N  # the day's index, oldest first (``states`` order)
+        counts = self.ints[r, :, ring]
+        if counts.max(initial=0) > _INT16_MAX:
+            np.minimum(counts, _INT16_MAX, out=counts)
+        days["counts"][dest] = counts
+        days["spend"][dest] = self.spend[r, ring]
+        days["max"][dest] = self.max_amount[r, ring]
+        days["merchant_bits"][dest] = self.merchant_bits[r, ring]
+        return pack_states(headers, days)
 
     def export(self, rows: np.ndarray, created: pd.Timestamp | None = None) -> pd.DataFrame:
         """Rows of the Feast feature view for customers ``rows``: key, timestamps, packed state."""
@@ -197,5 +264,5 @@ class ActivityHistory:
             EVENT_TIMESTAMP: pd.to_datetime(np.round(self.last_event_s[rows] * 1e6).astype(np.int64), unit="us",
                                             utc=True),
             CREATED_TIMESTAMP: created if created is not None else pd.Timestamp.now(tz="UTC"),
-            STATE_FEATURE: encode_states(self.states(rows)),
+            STATE_FEATURE: pd.arrays.ArrowExtensionArray(self.encode(rows)),
         })

@@ -4,9 +4,15 @@ One Structured Streaming query reads the topic; each micro-batch (``MicroBatch.p
 
 1. parses and validates every record with the contract's validator (in Spark's Python workers);
 2. decides duplicates and late events against the driver-side ``StreamState`` and logs them;
-3. aggregates accepted events per (customer, day) in Spark and merges them into the history;
-4. writes rejects to `transactions.dlq`, accepted events to the raw archive, and the changed
+3. aggregates accepted events per (customer, day) in Spark;
+4. writes rejects to `transactions.dlq` and accepted events to the raw archive (Spark jobs), while
+   a driver thread folds the batch's aggregates into the history and writes the changed
    customers' state to Feast online and offline — all idempotent per batch id.
+
+The fold of one batch runs on while Spark reads and parses the next one (at most one batch
+behind): Spark commits a batch once its decisions are logged and its Spark sinks written, and
+the next batch waits for the fold before it is decided. If the process dies with a committed
+batch's fold unfinished, recovery folds it again from its log and repeats its Feast writes.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +38,7 @@ from streaming.aggregate import daily_partials, event_day
 from streaming.history import PARTIAL_COLUMNS, MergeResult
 from streaming.parse import PARSED_DDL, parse_records
 from streaming.paths import StreamPaths
-from streaming.schema import ErrorCode
+from streaming.schema import ErrorCode, example_event
 from streaming.stream_state import SECONDS_PER_DAY, BatchLog, StreamState
 
 log = logging.getLogger("activity.stream")
@@ -87,44 +93,106 @@ class MicroBatch:
     writer: FeatureWriter
     paths: StreamPaths
     state: StreamState = field(init=False)
+    _folding: ThreadPoolExecutor = field(init=False, repr=False)
+    _folded: Future[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         lateness = self.settings.streaming.allowed_lateness_hours * 3600
-        self.state = StreamState.recover(self.paths.state, lateness, last_committed_batch(self.paths.checkpoint))
+        self._folding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-fold")
+        self.state = StreamState.recover(self.paths.state, lateness, last_committed_batch(self.paths.checkpoint),
+                                         refold=self._refold)
         log.info("recovered stream state through batch %s (%s customers)", self.state.applied_batch,
                  self.state.history.size)
+
+    def close(self) -> None:
+        """Finish the last batch's fold and a snapshot being written; raise if either failed."""
+        try:
+            self.wait_for_fold()
+        finally:
+            self._folding.shutdown(wait=True)
+            self.state.close()
+
+    def wait_for_fold(self) -> None:
+        """Block until the previous batch's fold and Feast writes are done; raise if they failed."""
+        folded, self._folded = self._folded, None
+        if folded is not None:
+            folded.result()
+
+    def warm_up(self, records: int = 2_000) -> float:
+        """Run the batch's Spark work once on made-up records, before the query starts.
+
+        The first micro-batch otherwise pays for starting Spark's Python workers (each imports
+        the contract and pyarrow) and for the JVM compiling the parse and aggregation paths; a
+        stream that starts behind a backlog would see that first batch's freshness suffer.
+        Nothing is written anywhere. Returns the seconds it took.
+        """
+        started = time.time()
+        event = example_event()
+        values = [json.dumps({**event, "transaction_id": f"warm-up-{i}", "customer_id": f"warm-up-{i % 50}"}).encode()
+                  if i % 100 else b"{not json" for i in range(records)]
+        rows = [("warm-up", i % 4, i, None, value) for i, value in enumerate(values)]
+        frame = self.spark.createDataFrame(rows, "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY")
+        spread = frame.repartition(self.spark.sparkContext.defaultParallelism)  # every core's Python worker
+        parsed = parse(spread).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            parsed.select("partition", "offset", "transaction_id", "customer_id",
+                          F.unix_micros("event_time").alias("event_us")).toPandas()
+            daily_partials(parsed.where(F.col("error_code").isNull())).toPandas()
+        finally:
+            parsed.unpersist()
+        return time.time() - started
 
     def process(self, raw: DataFrame, batch_id: int) -> None:
         started = time.time()
         parsed = parse(raw).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            figures = self._process(parsed, batch_id, started)
+            self._process(raw, parsed, batch_id, started)
         finally:
             parsed.unpersist()
-        figures["duration_s"] = time.time() - started
-        metrics.record_batch(figures)
-        with self.paths.progress.open("a") as handle:
-            handle.write(json.dumps(figures) + "\n")
 
-    def _process(self, parsed: DataFrame, batch_id: int, started: float) -> dict[str, float]:
+    def _process(self, raw: DataFrame, parsed: DataFrame, batch_id: int, started: float) -> None:
         phases: dict[str, float] = {}
-        clock = [time.time()]
-
-        def lap(name: str) -> None:
-            now = time.time()
-            phases[name] = round(now - clock[0], 3)
-            clock[0] = now
-
+        lap = _stopwatch(phases)
         if batch_id != self.state.applied_batch + 1:
             raise RuntimeError(f"batch {batch_id} does not follow the stream state's batch {self.state.applied_batch}")
         if batch_id and batch_id % self.settings.streaming.snapshot_every_batches == 0:
+            self.wait_for_fold()  # a snapshot holds folded batches only
             self.state.snapshot()  # every applied batch is committed now: Spark started the next one
-        valid = parsed.where(F.col("error_code").isNull())
         batch_log = self.state.read_log(batch_id)  # present when Spark re-runs a batch it did not commit
         replay = batch_log is not None
         if batch_log is None:
             batch_log = self._decide(parsed, batch_id, lap)
             self.state.write_log(batch_log)
+        self.wait_for_fold()  # the previous batch's: decisions and folds go in batch order
+        self.state.admit(batch_log)
+        self._record_late(batch_log, batch_id)
+        lap("log")
+        sinks: Future[int] = Future()
+        self._folded = self._folding.submit(self._fold_and_write, batch_log, started, phases, replay, sinks)
+        # The Spark sinks (dead letters, archive) run here, while the fold writes the feature
+        # states: all are idempotent per batch id. Spark commits the batch when this returns.
+        try:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks") as pool:
+                rejected = pool.submit(self._send_dead_letters, raw, parsed, batch_log, batch_id)
+                archived = pool.submit(self._archive, self._accepted(parsed.where(F.col("error_code").isNull()),
+                                                                     batch_log.duplicates), batch_id)
+                archived.result()
+                sinks.set_result(rejected.result())
+        except BaseException as exc:
+            sinks.set_exception(exc)
+            raise
+        lap("spark_sinks")
+
+    def _refold(self, state: StreamState, batch_log: BatchLog) -> None:
+        """Recovery: fold a committed batch whose Feast writes may not have finished, and write them again."""
+        log.info("batch %s was committed before its fold finished: folding it again", batch_log.batch_id)
+        self.state = state
+        self._fold_and_write(batch_log, time.time(), {}, True, None)
+
+    def _fold_and_write(self, batch_log: BatchLog, started: float, phases: dict[str, float], replay: bool,
+                        sinks: Future[int] | None) -> None:
+        """Merge the batch into the history; write the changed customers' states to Feast; record it."""
+        lap = _stopwatch(phases)
         history = self.state.history
         created = pd.Timestamp.now(tz="UTC")
         days: list[pd.DataFrame] = []
@@ -133,33 +201,28 @@ class MicroBatch:
             days.append(history.export(result.changed, created=created))
 
         multi_day = batch_log.partials["day"].nunique() > 1
-        merged = self.state.apply(batch_log, on_day=end_of_day if multi_day else None)
-        days.insert(0, history.genesis(history.rows_of(batch_log.new["customer_id"].tolist())))
-        lap("log_and_merge")
-        changed, too_late = merged.changed, len(merged.too_late)
-        self._record_late(batch_log, batch_id)
-        # The Spark sinks (dead letters, archive) run in a thread while this one encodes and
-        # writes the feature states: all are idempotent per batch id, and all finish before
-        # the batch returns, so Spark commits the batch only once everything is written.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks") as pool:
-            rejected_future = pool.submit(self._send_dead_letters, parsed, batch_log, batch_id)
-            archived = pool.submit(self._archive, self._accepted(valid, batch_log.duplicates), batch_id)
-            states = history.export(changed, created=created)
-            offline = pd.concat([*days, states] if not multi_day else days, ignore_index=True)
-            lap("export")
-            self.writer.write(states, batch_id, offline)
-            lap("feast_write")
-            rejected = rejected_future.result()
-            archived.result()
-            lap("spark_sinks_wait")
+        merged = self.state.fold(batch_log, on_day=end_of_day if multi_day else None)
+        days.insert(0, history.genesis(merged.new))  # customers first seen in this batch
+        lap("merge")
+        states = history.export(merged.changed, created=created)
+        offline = pd.concat([*days, states] if not multi_day else days, ignore_index=True)
+        lap("export")
+        self.writer.write(states, batch_log.batch_id, offline)
         written = time.time()
+        self.state.mark_written(batch_log.batch_id)
+        lap("feast_write")
+        rejected = sinks.result() if sinks is not None else self._dead_letters_sent(batch_log.batch_id)
         meta = batch_log.meta
-        return {
-            "batch_id": batch_id, "started": started, "written_at": written, "replayed": replay,
+        figures = {
+            "batch_id": batch_log.batch_id, "started": started, "written_at": written, "replayed": replay,
             "valid": meta["valid"], "rejected": rejected, "duplicates": meta["duplicates"], "late": meta["late"],
-            "too_late": too_late, "customers": len(changed), "max_event_s": meta["max_event_s"],
+            "too_late": len(merged.too_late), "customers": len(merged.changed), "max_event_s": meta["max_event_s"],
             "watermark_s": meta["watermark_s"], **_freshness(meta, written), "phases": phases,
+            "duration_s": time.time() - started,
         }
+        metrics.record_batch(figures)
+        with self.paths.progress.open("a") as handle:
+            handle.write(json.dumps(figures) + "\n")
 
     def _decide(self, parsed: DataFrame, batch_id: int, lap: Callable[[str], None]) -> BatchLog:
         """Classify duplicates and late rows, aggregate the rest: the batch's logged decisions."""
@@ -192,10 +255,7 @@ class MicroBatch:
             "event_s_median": _event_time_percentile(accepted_s, 50),
             "event_s_oldest_1pct": _event_time_percentile(accepted_s, 1),
         }
-        index = self.state.history.index
-        customers = pd.unique(partials["customer_id"]) if len(partials) else []
-        new = pd.DataFrame({"customer_id": [cid for cid in customers if cid not in index]}, dtype=object)
-        return BatchLog(batch_id=batch_id, duplicates=duplicates, new=new,
+        return BatchLog(batch_id=batch_id, duplicates=duplicates,
                         accepted=pd.DataFrame({"transaction_id": accepted["transaction_id"],
                                                "day": (accepted["event_s"] // SECONDS_PER_DAY).astype("int64")}),
                         partials=partials, late=late, meta=meta)
@@ -217,22 +277,28 @@ class MicroBatch:
             return valid
         return valid.join(self._offsets(duplicates), ["partition", "offset"], "left_anti")
 
-    def _send_dead_letters(self, parsed: DataFrame, batch_log: BatchLog, batch_id: int) -> int:
-        """Rejects and duplicates to the DLQ with their reason and source offset (once per batch)."""
+    def _send_dead_letters(self, raw: DataFrame, parsed: DataFrame, batch_log: BatchLog, batch_id: int) -> int:
+        """Rejects and duplicates to the DLQ with their reason and source offset (once per batch).
+
+        A reject's record is in ``parsed``; a duplicate's (valid, so not kept there) is read again
+        from the batch's Kafka records, which happens only in a batch that has duplicates.
+        """
         marker = self.paths.dlq_markers / f"{batch_id:012d}"
         if marker.exists():
-            return int(marker.read_text() or 0)
+            return self._dead_letters_sent(batch_id)
         if batch_log.meta.get("invalid", 1) == 0 and batch_log.duplicates.empty:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("0")
             return 0
-        invalid = parsed.where(F.col("error_code").isNotNull())
+        columns = ("topic", "partition", "offset", "key", "value", "error_code", "error_message")
+        invalid = parsed.where(F.col("error_code").isNotNull()).select(*columns)
         if not batch_log.duplicates.empty:
-            duplicate_rows = (parsed.join(self._offsets(batch_log.duplicates), ["partition", "offset"])
+            ids = batch_log.duplicates[["partition", "offset", "transaction_id"]].astype({"partition": "int32"})
+            duplicate_rows = (raw.join(F.broadcast(self.spark.createDataFrame(ids)), ["partition", "offset"])
                               .withColumn("error_code", F.lit(ErrorCode.DUPLICATE_TRANSACTION.value))
                               .withColumn("error_message", F.concat(F.lit("transaction_id "), F.col("transaction_id"),
                                                                     F.lit(" was already accepted"))))
-            invalid = invalid.unionByName(duplicate_rows.select(*invalid.columns))
+            invalid = invalid.unionByName(duplicate_rows.select(*columns))
         dead = invalid.select(
             F.col("key"),
             F.col("value"),
@@ -254,6 +320,11 @@ class MicroBatch:
         marker.write_text(str(count))
         return count
 
+    def _dead_letters_sent(self, batch_id: int) -> int:
+        """How many records batch ``batch_id`` sent to the DLQ (0 if it sent none yet)."""
+        marker = self.paths.dlq_markers / f"{batch_id:012d}"
+        return int(marker.read_text() or 0) if marker.exists() else 0
+
     def _archive(self, accepted: DataFrame, batch_id: int) -> None:
         """Every accepted event, as parquet partitioned by day; a re-run overwrites its own batch."""
         target = self.paths.archive / f"batch={batch_id:012d}"
@@ -265,6 +336,18 @@ def last_committed_batch(checkpoint: Path) -> int:
     """The newest batch id Spark's checkpoint records as committed (-1 for none)."""
     commits = [int(p.name) for p in (checkpoint / "commits").glob("*") if p.name.isdigit()]
     return max(commits, default=-1)
+
+
+def _stopwatch(phases: dict[str, float]) -> Callable[[str], None]:
+    """``lap(name)``: record the seconds since the previous lap (or since this call) as phase ``name``."""
+    clock = [time.time()]
+
+    def lap(name: str) -> None:
+        now = time.time()
+        phases[name] = round(now - clock[0], 3)
+        clock[0] = now
+
+    return lap
 
 
 def _event_time_percentile(event_s: np.ndarray, q: float) -> float | None:

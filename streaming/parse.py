@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streaming.schema import InvalidEvent, check_document, decode_value
 
+# The record's topic, key and raw value are kept for rejected records only (the dead-letter topic
+# carries them); a valid record's are null, which keeps them out of Spark's Python round trip.
 PARSED_SCHEMA = pa.schema([
     ("topic", pa.string()),
     ("partition", pa.int32()),
@@ -58,14 +61,20 @@ def parse_batch(batch: pa.RecordBatch, now: datetime) -> pa.RecordBatch:
             text[name][i] = document[name]
         amount[i] = float(document["amount"])
         moment[i] = checked
+    codes = pa.array(code, pa.string())
+    rejected = codes.is_valid()
+
+    def if_rejected(name: str, kind: pa.DataType) -> pa.Array:
+        return pc.if_else(rejected, batch.column(name).cast(kind), pa.scalar(None, kind))
+
     return pa.RecordBatch.from_arrays(
         [
-            batch.column("topic").cast(pa.string()),
+            if_rejected("topic", pa.string()),
             batch.column("partition").cast(pa.int32()),
             batch.column("offset").cast(pa.int64()),
-            batch.column("key").cast(pa.binary()),
-            batch.column("value").cast(pa.binary()),
-            pa.array(code, pa.string()),
+            if_rejected("key", pa.binary()),
+            if_rejected("value", pa.binary()),
+            codes,
             pa.array(message, pa.string()),
             *(pa.array(text[name], pa.string()) for name in ("transaction_id", "customer_id")),
             pa.array(amount, pa.float64()),
@@ -78,7 +87,7 @@ def parse_batch(batch: pa.RecordBatch, now: datetime) -> pa.RecordBatch:
 
 
 def parse_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` entry point: validated rows, each with its raw value for the dead-letter topic."""
+    """``mapInArrow`` entry point: validated rows; a rejected one with its raw record for the dead-letter topic."""
     now = datetime.now(UTC)
     for batch in batches:
         yield parse_batch(batch, now)

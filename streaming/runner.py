@@ -91,6 +91,7 @@ def run_stream(
     spark = spark_session(settings, "activity-stream")
     writer = FeatureWriter.open(settings)
     handler = MicroBatch(settings, spark, writer, paths)
+    report(f"Spark's Python workers and the batch path warmed up in {handler.warm_up():.1f} s")
     interval = settings.streaming.trigger_interval_s
     query = (
         read_kafka(spark, settings).writeStream.queryName("activity_features")
@@ -131,6 +132,7 @@ def run_stream(
         done = until_idle_s is not None and idle_since is not None
     finally:
         query.stop()
+        handler.close()  # the last batch's fold and a snapshot still being written
         for sig, old in previous.items():
             signal.signal(sig, old)
     return StreamSummary(batches=batches, input_rows=rows, caught_up=done)

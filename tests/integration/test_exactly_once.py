@@ -98,3 +98,44 @@ def test_killed_job_resumes_without_losing_or_double_counting(kafka_stack: Setti
     assert sorted(streamed_offline.index) == seen
     assert_same_states(streamed_offline.loc[seen, STATE_FEATURE].tolist(),
                        clean_offline.loc[seen, STATE_FEATURE].tolist(), seen)
+
+
+def test_a_committed_batch_whose_feature_write_failed_is_written_on_restart(
+        kafka_stack: Settings, tmp_path: Path, spark, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Spark commits a batch once its decisions are logged and its sinks written, while the fold (history
+    merge, Feast writes) runs on: a fold that fails after the commit is redone from the log on restart."""
+    from streaming.runner import StreamError, run_stream
+
+    settings = isolated(kafka_stack, tmp_path / "stream", max_offsets_per_trigger=4_000)
+    population = make_population(1_500, date(2026, 1, 1), 40, seed=5)
+    report = publish_simulation(settings.kafka, population)
+    assert report.delivered == report.queued > 12_000
+    real_write = FeatureWriter.write
+
+    def write_failing_on_batch_1(self: FeatureWriter, states: pd.DataFrame, batch_id: int,
+                                 offline: pd.DataFrame | None = None) -> None:
+        if batch_id == 1:
+            raise OSError(28, "No space left on device (injected)")
+        real_write(self, states, batch_id, offline)
+
+    monkeypatch.setattr(FeatureWriter, "write", write_failing_on_batch_1)
+    with pytest.raises(StreamError, match="No space left"):
+        run_stream(settings, until_idle_s=2.0)
+    paths = StreamPaths.of(settings)
+    assert (paths.checkpoint / "commits" / "1").exists()  # Spark committed batch 1 ...
+    assert (paths.state / "written").read_text() == "0"  # ... whose feature states were never written
+
+    monkeypatch.setattr(FeatureWriter, "write", real_write)
+    run_stream(settings, until_idle_s=2.0)
+    assert int((paths.state / "written").read_text()) >= 2
+    clean = settings.model_copy(update={"data_dir": tmp_path / "clean"})
+    clean_writer = FeatureWriter.open(clean)
+    assert rebuild_history(topic_events(spark, settings), clean_writer).events == report.delivered
+    customers = list(population.customer_ids)
+    assert_same_states(online_states(FeatureWriter.open(settings).store, customers),
+                       online_states(clean_writer.store, customers), customers)
+    streamed = latest_offline_states(repo_dir(settings) / OFFLINE_DIR)
+    rebuilt = latest_offline_states(repo_dir(clean) / OFFLINE_DIR)
+    assert sorted(streamed.index) == sorted(rebuilt.index)
+    seen = sorted(rebuilt.index)
+    assert_same_states(streamed.loc[seen, STATE_FEATURE].tolist(), rebuilt.loc[seen, STATE_FEATURE].tolist(), seen)

@@ -97,6 +97,41 @@ def test_online_features_equal_feasts_own_online_path(feature_data: FeatureData)
         assert online.features([], []).matrix.shape == (0, len(FEATURE_NAMES))
 
 
+def test_the_writers_sqlite_upsert_stores_what_feasts_own_write_does(feature_data: FeatureData,
+                                                                     tmp_path: Path) -> None:
+    """The stream's one-``executemany`` SQLite write and Feast's ``online_write_batch`` leave the same rows."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from features.repo import STATE_VIEW
+    from features.state import ENTITY_KEY, EVENT_TIMESTAMP, STATE_FEATURE
+    from features.store import FeatureWriter
+
+    states = feature_data.history.export(np.arange(feature_data.history.size))
+    states.loc[0, EVENT_TIMESTAMP] = pd.Timestamp("1969-12-31 23:59:58.5", tz="UTC")  # before the epoch
+    ours = FeatureWriter.open(load_settings(data_dir=tmp_path / "ours"))
+    ours.write_online(states.iloc[:100])
+    ours.write_online(states)  # upserts over the first write
+    theirs = FeatureWriter.open(load_settings(data_dir=tmp_path / "theirs")).store
+    created = datetime.now(UTC)
+    theirs._get_provider().online_write_batch(theirs.config, theirs.get_feature_view(STATE_VIEW), [
+        (EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)]),
+         {STATE_FEATURE: Value(bytes_val=state)}, moment.to_pydatetime(), created)
+        for customer, state, moment in zip(states[ENTITY_KEY], states[STATE_FEATURE], states[EVENT_TIMESTAMP],
+                                           strict=True)], None)
+
+    def table(store: object) -> list[tuple]:
+        online = store._get_provider().online_store
+        connection = online._get_conn(store.config)
+        name = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if row[0].endswith(STATE_VIEW)]
+        return connection.execute(f'SELECT entity_key, feature_name, value, value_text, event_ts '
+                                  f'FROM "{name[0]}" ORDER BY entity_key').fetchall()
+
+    mine, feasts = table(ours.store), table(theirs)
+    assert len(mine) == len(states) and mine == feasts
+
+
 def test_single_customer_latency(feature_data: FeatureData) -> None:
     """Reported, not a pass/fail budget: the benchmark machine is shared."""
     from serving.online import OnlineFeatures

@@ -132,7 +132,7 @@ def oracle_states(offline: pd.DataFrame, rows: pd.DataFrame) -> list[bytes | Non
         at=rows[EVENT_TIMESTAMP].dt.as_unit("ns"), row=np.arange(len(rows))).sort_values("at", kind="stable")
     merged = pd.merge_asof(left, right, left_on="at", right_on="state_time", by=ENTITY_KEY, direction="backward")
     merged = merged.sort_values("row")
-    return [None if isinstance(value, float) else value for value in merged[STATE_FEATURE]]
+    return [value if isinstance(value, bytes) else None for value in merged[STATE_FEATURE]]  # NaN, NA: none
 
 
 def paired(on: pd.DataFrame, off: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.state import HISTORY_DAYS, STATE_DTYPE, decode_states, empty_states, encode_states
+from features.state import (
+    HISTORY_DAYS,
+    STATE_DTYPE,
+    _stored_parts,
+    decode_states,
+    empty_states,
+    encode_states,
+    pack_states,
+)
 from features.transform import COLD_START, FEATURE_NAMES, MAX_DAYS_SINCE, features_frame, window_features
 from streaming.history import PARTIAL_COLUMNS, ActivityHistory
 
@@ -132,3 +140,56 @@ def test_states_round_trip_through_bytes() -> None:
         decode_states([b"short"])
     assert decode_states([b"short"], strict=False).tobytes() == empty_states(1).tobytes()
     assert len(encode_states(states)[1]) < STATE_DTYPE.itemsize / 10  # one active day: stored sparse
+
+
+def random_partials(seed: int, customers: int = 40, days: int = 400) -> pd.DataFrame:
+    """Sparse daily partials with gaps shorter and longer than the window, counts above int16."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(customers):
+        active = np.sort(rng.choice(days, size=int(rng.integers(1, 60)), replace=False))
+        for d in active.tolist():
+            count = int(rng.choice([1, 2, 5, 40_000]))
+            rows.append(partial(f"c{c}", D0 + d, count=count, spend=float(rng.uniform(1, 500)),
+                                channel=str(rng.choice(["online", "atm", "mobile"])),
+                                category_bits=int(rng.integers(1, 1 << 10)), merchants=(f"m{rng.integers(99)}",),
+                                night=int(rng.integers(0, 2))))
+    return pd.DataFrame(rows, columns=list(PARTIAL_COLUMNS))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_day_by_day_merging_equals_one_merge(seed: int) -> None:
+    partials = random_partials(seed)
+    at_once = ActivityHistory(capacity=2)
+    at_once.merge(partials)
+    daily = ActivityHistory(capacity=2)
+    for _, day in partials.groupby("day", sort=True):  # the stream's catch-up: one window step at a time
+        daily.merge(day)
+    customers = sorted(partials["customer_id"].unique())
+    a = at_once.states(at_once.rows_of(customers))
+    b = daily.states(daily.rows_of(customers))
+    assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_encode_equals_encoding_the_dense_states(seed: int) -> None:
+    partials = random_partials(seed)
+    history = ActivityHistory(capacity=2)
+    for _, chunk in partials.groupby(partials["day"] // 17, sort=True):
+        history.merge(chunk)
+        rows = np.random.default_rng(seed).permutation(history.size)[: max(1, history.size // 2)]
+        assert history.encode(rows).to_pylist() == encode_states(history.states(rows))
+    assert history.encode(np.empty(0, dtype=np.int64)).to_pylist() == []
+
+
+def test_packed_states_are_the_same_in_any_chunking() -> None:
+    history = ActivityHistory(capacity=2)
+    history.merge(random_partials(6))
+    states = history.states(np.arange(history.size))
+    whole = encode_states(states)
+    assert all(len(value) > 0 for value in whole)
+    for chunk_rows in (1, 3, 7, len(states)):
+        headers, days = _stored_parts(states)
+        packed = pack_states(headers, days, chunk_rows=chunk_rows)
+        assert packed.num_chunks == -(-len(states) // chunk_rows)
+        assert packed.to_pylist() == whole
