@@ -84,6 +84,17 @@ def parse(raw: DataFrame) -> DataFrame:
     return raw.select("topic", "partition", "offset", "key", "value").mapInArrow(parse_records, PARSED_DDL)
 
 
+@dataclass(frozen=True)
+class Classification:
+    """A new batch's valid rows (keys in offset order) judged against the stream state."""
+
+    keys: pd.DataFrame  # partition, offset, transaction_id, customer_id, event_s
+    duplicate: np.ndarray  # bool per key row
+    late: np.ndarray  # bool per key row
+    duplicates: pd.DataFrame  # partition, offset, transaction_id of the duplicate rows
+    invalid: int  # rows that failed validation
+
+
 @dataclass
 class MicroBatch:
     """The foreachBatch handler; owns the driver-side state between batches."""
@@ -160,28 +171,37 @@ class MicroBatch:
             self.state.snapshot()  # every applied batch is committed now: Spark started the next one
         batch_log = self.state.read_log(batch_id)  # present when Spark re-runs a batch it did not commit
         replay = batch_log is not None
-        if batch_log is None:
-            batch_log = self._decide(parsed, batch_id, lap)
-            self.state.write_log(batch_log)
-        self.wait_for_fold()  # the previous batch's: decisions and folds go in batch order
-        self.state.admit(batch_log)
-        self._record_late(batch_log, batch_id)
-        lap("log")
         sinks: Future[int] = Future()
-        self._folded = self._folding.submit(self._fold_and_write, batch_log, started, phases, replay, sinks)
-        # The Spark sinks (dead letters, archive) run here, while the fold writes the feature
-        # states: all are idempotent per batch id. Spark commits the batch when this returns.
+        # The Spark sinks (dead letters, archive) start as soon as the duplicates are known and run
+        # while the batch is aggregated and, after it is logged, folded into the history and written
+        # to Feast: all are idempotent per batch id. Spark commits the batch when this returns.
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks")
         try:
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks") as pool:
-                rejected = pool.submit(self._send_dead_letters, raw, parsed, batch_log, batch_id)
-                archived = pool.submit(self._archive, self._accepted(parsed.where(F.col("error_code").isNull()),
-                                                                     batch_log.duplicates), batch_id)
-                archived.result()
-                sinks.set_result(rejected.result())
+            classified = None if replay else self._classify(parsed)
+            lap("parse_and_collect_keys")
+            duplicates = batch_log.duplicates if batch_log is not None else classified.duplicates
+            invalid = int(batch_log.meta["invalid"]) if batch_log is not None else classified.invalid
+            rejected = pool.submit(self._send_dead_letters, raw, parsed, duplicates, invalid, batch_id)
+            archived = pool.submit(self._archive, self._accepted(parsed.where(F.col("error_code").isNull()),
+                                                                 duplicates), batch_id)
+            if batch_log is None:
+                batch_log = self._aggregate(parsed, batch_id, classified)
+                lap("aggregate")
+                self.state.write_log(batch_log)
+            self.wait_for_fold()  # the previous batch's: decisions and folds go in batch order
+            self.state.admit(batch_log)
+            self._record_late(batch_log, batch_id)
+            lap("log")
+            self._folded = self._folding.submit(self._fold_and_write, batch_log, started, phases, replay, sinks)
+            archived.result()
+            sinks.set_result(rejected.result())
+            lap("spark_sinks")
         except BaseException as exc:
-            sinks.set_exception(exc)
+            if not sinks.done():
+                sinks.set_exception(exc)
             raise
-        lap("spark_sinks")
+        finally:
+            pool.shutdown(wait=True)
 
     def _refold(self, state: StreamState, batch_log: BatchLog) -> None:
         """Recovery: fold a committed batch whose Feast writes may not have finished, and write them again."""
@@ -224,41 +244,42 @@ class MicroBatch:
         with self.paths.progress.open("a") as handle:
             handle.write(json.dumps(figures) + "\n")
 
-    def _decide(self, parsed: DataFrame, batch_id: int, lap: Callable[[str], None]) -> BatchLog:
-        """Classify duplicates and late rows, aggregate the rest: the batch's logged decisions."""
+    def _classify(self, parsed: DataFrame) -> Classification:
+        """Collect the valid rows' keys and classify duplicates and late rows against the state."""
         rows = (parsed.select("partition", "offset", "transaction_id", "customer_id",
                               (F.unix_micros("event_time") / 1e6).alias("event_s"),
                               F.col("error_code").isNotNull().alias("invalid"))
                 .toPandas())
-        invalid = int(rows["invalid"].sum())
         keys = (rows.loc[~rows["invalid"]].drop(columns="invalid")
                 .sort_values(["partition", "offset"], kind="stable").reset_index(drop=True))
-        valid = parsed.where(F.col("error_code").isNull())
-        lap("parse_and_collect_keys")
-        ids = keys["transaction_id"].to_numpy(dtype=object)
-        event_s = keys["event_s"].to_numpy(dtype=np.float64)
-        verdict = self.state.classify(ids, event_s)
+        verdict = self.state.classify(keys["transaction_id"].to_numpy(dtype=object),
+                                      keys["event_s"].to_numpy(dtype=np.float64))
         duplicates = keys.loc[verdict.duplicate, ["partition", "offset", "transaction_id"]].reset_index(drop=True)
-        accepted = keys.loc[~verdict.duplicate]
-        partials = (daily_partials(self._accepted(valid, duplicates)).toPandas()
+        return Classification(keys, verdict.duplicate, verdict.late, duplicates, int(rows["invalid"].sum()))
+
+    def _aggregate(self, parsed: DataFrame, batch_id: int, classified: Classification) -> BatchLog:
+        """Aggregate the accepted rows per customer and day: with the classification, the batch's log."""
+        keys, duplicate, late = classified.keys, classified.duplicate, classified.late
+        accepted = keys.loc[~duplicate]
+        valid = parsed.where(F.col("error_code").isNull())
+        partials = (daily_partials(self._accepted(valid, classified.duplicates)).toPandas()
                     if len(accepted) else pd.DataFrame(columns=list(PARTIAL_COLUMNS)))
-        lap("aggregate")
-        late_rows = keys.loc[verdict.late & ~verdict.duplicate]
-        late = pd.DataFrame({"customer_id": late_rows["customer_id"],
-                             "day": (late_rows["event_s"] // SECONDS_PER_DAY).astype("int64")}).drop_duplicates()
+        late_rows = keys.loc[late & ~duplicate]
+        late_days = pd.DataFrame({"customer_id": late_rows["customer_id"],
+                                  "day": (late_rows["event_s"] // SECONDS_PER_DAY).astype("int64")}).drop_duplicates()
         accepted_s = accepted["event_s"].to_numpy()
         max_event = float(accepted_s.max()) if len(accepted_s) else float("-inf")
         meta = {
-            "valid": int(len(keys)), "invalid": invalid, "duplicates": int(verdict.duplicate.sum()),
-            "late": int((verdict.late & ~verdict.duplicate).sum()),
+            "valid": int(len(keys)), "invalid": classified.invalid, "duplicates": int(duplicate.sum()),
+            "late": int((late & ~duplicate).sum()),
             "max_event_s": max(max_event, self.state.max_event_s), "watermark_s": self.state.watermark_s,
             "event_s_median": _event_time_percentile(accepted_s, 50),
             "event_s_oldest_1pct": _event_time_percentile(accepted_s, 1),
         }
-        return BatchLog(batch_id=batch_id, duplicates=duplicates,
+        return BatchLog(batch_id=batch_id, duplicates=classified.duplicates,
                         accepted=pd.DataFrame({"transaction_id": accepted["transaction_id"],
                                                "day": (accepted["event_s"] // SECONDS_PER_DAY).astype("int64")}),
-                        partials=partials, late=late, meta=meta)
+                        partials=partials, late=late_days, meta=meta)
 
     def _record_late(self, batch_log: BatchLog, batch_id: int) -> None:
         """Keep the (customer, day) pairs touched by late events for `stream backfill --reconcile`."""
@@ -277,7 +298,8 @@ class MicroBatch:
             return valid
         return valid.join(self._offsets(duplicates), ["partition", "offset"], "left_anti")
 
-    def _send_dead_letters(self, raw: DataFrame, parsed: DataFrame, batch_log: BatchLog, batch_id: int) -> int:
+    def _send_dead_letters(self, raw: DataFrame, parsed: DataFrame, duplicates: pd.DataFrame, invalid_rows: int,
+                           batch_id: int) -> int:
         """Rejects and duplicates to the DLQ with their reason and source offset (once per batch).
 
         A reject's record is in ``parsed``; a duplicate's (valid, so not kept there) is read again
@@ -286,14 +308,14 @@ class MicroBatch:
         marker = self.paths.dlq_markers / f"{batch_id:012d}"
         if marker.exists():
             return self._dead_letters_sent(batch_id)
-        if batch_log.meta.get("invalid", 1) == 0 and batch_log.duplicates.empty:
+        if invalid_rows == 0 and duplicates.empty:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("0")
             return 0
         columns = ("topic", "partition", "offset", "key", "value", "error_code", "error_message")
         invalid = parsed.where(F.col("error_code").isNotNull()).select(*columns)
-        if not batch_log.duplicates.empty:
-            ids = batch_log.duplicates[["partition", "offset", "transaction_id"]].astype({"partition": "int32"})
+        if not duplicates.empty:
+            ids = duplicates[["partition", "offset", "transaction_id"]].astype({"partition": "int32"})
             duplicate_rows = (raw.join(F.broadcast(self.spark.createDataFrame(ids)), ["partition", "offset"])
                               .withColumn("error_code", F.lit(ErrorCode.DUPLICATE_TRANSACTION.value))
                               .withColumn("error_message", F.concat(F.lit("transaction_id "), F.col("transaction_id"),
