@@ -518,7 +518,8 @@ def main() -> None:
           f"{events / reference:>10.1f}{reference:>12,.0f}")
     print("ours, seconds per phase (summed over batches): "
           + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sustained.phases.items()))
-    print("start-up: ours launches Spark and applies its Feast repo; the peer reuses this process's JVM")
+    print("start-up (not in drain s): ours launches Spark, applies its Feast repo and runs its batch path once on "
+          "made-up records (Spark's Python workers start); the peer reuses this process's JVM")
     for note in peer.notes:
         print(f"peer: {note}")
     print()
