@@ -188,14 +188,16 @@ class MicroBatch:
                 batch_log = self._aggregate(parsed, batch_id, classified)
                 lap("aggregate")
                 self.state.write_log(batch_log)
+                lap("log")
             self.wait_for_fold()  # the previous batch's: decisions and folds go in batch order
+            lap("wait_for_previous_fold")
             self.state.admit(batch_log)
             self._record_late(batch_log, batch_id)
-            lap("log")
             self._folded = self._folding.submit(self._fold_and_write, batch_log, started, phases, replay, sinks)
             archived.result()
-            sinks.set_result(rejected.result())
-            lap("spark_sinks")
+            count = rejected.result()
+            lap("spark_sinks")  # the last phase this thread records: the fold reports them once the sinks are done
+            sinks.set_result(count)
         except BaseException as exc:
             if not sinks.done():
                 sinks.set_exception(exc)
