@@ -47,6 +47,7 @@ PARTIAL_COLUMNS = (
 GENESIS = pd.Timestamp(0, tz="UTC")
 _ARRAYS = ("end_day", "first_day", "last_event_s", "total_count", "ints", "spend", "max_amount", "category_last",
            "merchant_bits")  # one row per customer each
+_UNSET = {"end_day": NEVER, "first_day": _UNSET_FIRST, "last_event_s": -np.inf, "category_last": NEVER}  # else 0
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,8 @@ class ActivityHistory:
                 out[capacity:] = fill
             return out
 
-        self.end_day, self.first_day = grown(self.end_day, NEVER), grown(self.first_day, _UNSET_FIRST)
-        self.last_event_s, self.total_count = grown(self.last_event_s, -np.inf), grown(self.total_count, 0)
-        self.ints, self.spend, self.max_amount = grown(self.ints, 0), grown(self.spend, 0), grown(self.max_amount, 0)
-        self.category_last = grown(self.category_last, NEVER)
-        self.merchant_bits = grown(self.merchant_bits, 0)
+        for name in _ARRAYS:
+            setattr(self, name, grown(getattr(self, name), _UNSET.get(name, 0)))
 
     def merge(self, partials: pd.DataFrame) -> MergeResult:
         """Add daily partial aggregates (unique per customer and day) into the history."""

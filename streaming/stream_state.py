@@ -158,9 +158,9 @@ class StreamState:
             self.seen = {tid: day for tid, day in self.seen.items() if day >= horizon_day}
         saved = {"history": self.history.copy(), "seen": dict(self.seen), "max_event_s": self.max_event_s,
                  "applied_batch": self.applied_batch}
-        self._snapshot_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-snapshot")
-        self._snapshot_written = self._snapshot_writer.submit(self._write_snapshot, saved)
-        self._snapshot_writer.shutdown(wait=False)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-snapshot")
+        self._snapshot_written = writer.submit(self._write_snapshot, saved)
+        writer.shutdown(wait=False)  # its thread ends when the file is written
 
     def _write_snapshot(self, saved: dict) -> None:
         target = self.directory / "snapshot.pickle"
