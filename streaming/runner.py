@@ -141,7 +141,11 @@ def run_stream(
         done = until_idle_s is not None and idle_since is not None
     finally:
         query.stop()
-        handler.close()  # the last batch's fold and a snapshot still being written
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        try:
+            handler.close()  # the last batch's fold and a snapshot still being written
+        except Exception as exc:  # what a next batch would have failed the query with
+            raise StreamError(f"writing the last batch's features failed: {exc}") from exc
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
     return StreamSummary(batches=batches, input_rows=rows, caught_up=done)
