@@ -290,9 +290,9 @@ class MicroBatch:
         self.paths.late.mkdir(parents=True, exist_ok=True)
         batch_log.late.to_parquet(self.paths.late / f"batch={batch_id:012d}.parquet", index=False)
 
-    def _offsets(self, duplicates: pd.DataFrame) -> DataFrame:
-        """The duplicates' (partition, offset) pairs as a small DataFrame to join on."""
-        pairs = duplicates[["partition", "offset"]].astype({"partition": "int32"})
+    def _offsets(self, duplicates: pd.DataFrame, *extra: str) -> DataFrame:
+        """The duplicates' (partition, offset) pairs, and ``extra`` columns, as a small DataFrame to join on."""
+        pairs = duplicates[["partition", "offset", *extra]].astype({"partition": "int32"})
         return F.broadcast(self.spark.createDataFrame(pairs))
 
     def _accepted(self, valid: DataFrame, duplicates: pd.DataFrame) -> DataFrame:
@@ -317,8 +317,7 @@ class MicroBatch:
         columns = ("topic", "partition", "offset", "key", "value", "error_code", "error_message")
         invalid = parsed.where(F.col("error_code").isNotNull()).select(*columns)
         if not duplicates.empty:
-            ids = duplicates[["partition", "offset", "transaction_id"]].astype({"partition": "int32"})
-            duplicate_rows = (raw.join(F.broadcast(self.spark.createDataFrame(ids)), ["partition", "offset"])
+            duplicate_rows = (raw.join(self._offsets(duplicates, "transaction_id"), ["partition", "offset"])
                               .withColumn("error_code", F.lit(ErrorCode.DUPLICATE_TRANSACTION.value))
                               .withColumn("error_message", F.concat(F.lit("transaction_id "), F.col("transaction_id"),
                                                                     F.lit(" was already accepted"))))
