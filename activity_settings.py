@@ -132,6 +132,12 @@ class FeatureStoreSettings(_Section):
         default="file", description="Where point-in-time joins run: file (pandas/dask in the process) or spark "
                                     "(Feast's Spark offline store on spark.master, over the same parquet files).")
     state_ttl_days: int = Field(default=3650, ge=1, description="How far back the point-in-time join looks.")
+    retrieval_memory_mb: int = Field(
+        default=2048, ge=1, description="Ceiling of a point-in-time retrieval's join index (keys of entity and "
+                                         "stored rows, about 128 bytes a row); a larger retrieval fails naming this.")
+    retrieval_batch_rows: int = Field(
+        default=50_000, ge=100, le=1_000_000, description="Entity rows whose states are decoded and transformed "
+                                                          "together in a point-in-time retrieval (bounds its memory).")
 
 
 class ModelSettings(_Section):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_settings import Settings
+from features.offline_store import STORE_TYPE as OFFLINE_STORE_TYPE
 from features.repo import FEATURE_SERVICE, OFFLINE_DIR, STATE_VIEW, definitions
 from features.state import CREATED_TIMESTAMP, ENTITY_KEY, EVENT_TIMESTAMP, STATE_FEATURE, empty_states
 from features.transform import AS_OF, FEATURE_NAMES, window_features
@@ -86,8 +86,10 @@ def _offline_store_yaml(settings: Settings) -> str:
     ``spark_conf`` here configures the session Feast starts when it runs without that (the
     ``feast`` CLI, another caller of ``get_historical_features``). JSON strings are YAML.
     """
-    if settings.feature_store.offline_store == "file":
-        return "offline_store:\n  type: file\n"
+    fs = settings.feature_store
+    if fs.offline_store == "file":
+        return (f"offline_store:\n  type: {OFFLINE_STORE_TYPE}\n  batch_rows: {fs.retrieval_batch_rows}\n"
+                f"  memory_limit_mb: {fs.retrieval_memory_mb}\n")
     conf = {"spark.app.name": SPARK_APP, **session_conf(settings)}
     lines = "".join(f"    {json.dumps(key)}: {json.dumps(value)}\n" for key, value in conf.items())
     return f"offline_store:\n  type: spark\n  spark_conf:\n{lines}"
@@ -274,15 +276,13 @@ def _row_keys(customers: pd.Series, times: pd.Series) -> pd.MultiIndex:
 def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
     """Around one retrieval: what the store's offline engine needs.
 
-    file: dask's naming workaround (below). spark: the platform's SparkSession, started here when
+    file: nothing. spark: the platform's SparkSession, started here when
     none runs (``infra.spark.spark_session``: its jars, local dirs, loopback binding), so Feast's
     ``get_spark_session_or_start_new_with_repoconfig`` reuses it rather than starting its own;
     afterwards the session gets back the column-name parsing Feast switches for everyone using it.
     """
     if getattr(store.config.offline_store, "type", None) != "spark":
-        _newest_write_wins()
-        with _identity_tokens_for_large_object_arrays():
-            yield
+        yield
         return
     from pyspark.sql import SparkSession
 
@@ -299,66 +299,6 @@ def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
         session = SparkSession.getActiveSession()
         if session is not None:
             session.conf.set(QUOTED_REGEX_COLUMNS, before)
-
-
-def _newest_write_wins() -> None:
-    """Make Feast's file store break an event-time tie by write time, as Feast says it does and Spark does.
-
-    Feast's dask ``_drop_duplicates`` sorts the candidates by write time, sorts them again by event
-    time and keeps each entity row's last; dask's sorts are not stable, so a tie (a state rewritten
-    with its event time unchanged: a late event, a reconcile backfill) went to either write: 45 of
-    80 tied rows got the older state in tests/integration/test_spark_offline_store.py. One sort by
-    (event time, write time) keeps the newest. Installed once for the process: a correction, not a mode.
-    """
-    from feast.infra.offline_stores import dask as dask_store
-
-    if getattr(dask_store._drop_duplicates, "newest_write_wins", False):  # noqa: SLF001
-        return
-
-    def drop_duplicates(df_to_join, all_join_keys, timestamp_field, created_timestamp_column,  # noqa: ANN001, ANN202
-                        entity_df_event_timestamp_col):
-        by = [column for column in (timestamp_field, created_timestamp_column) if column]
-        try:
-            ordered = df_to_join.sort_values(by=by, na_position="first").persist()
-        except ZeroDivisionError:  # as in Feast's: every time equal upsets dask's partitioning
-            ordered = df_to_join.sort_values(by=by, na_position="first", npartitions=1).persist()
-        return ordered.drop_duplicates([*all_join_keys, entity_df_event_timestamp_col], keep="last",
-                                       ignore_index=True).persist()
-
-    drop_duplicates.newest_write_wins = True  # type: ignore[attr-defined]
-    dask_store._drop_duplicates = drop_duplicates  # noqa: SLF001
-
-
-@contextmanager
-def _identity_tokens_for_large_object_arrays(min_size: int = 10_000) -> Iterator[None]:
-    """Name large object arrays by identity instead of content while Feast's file store plans with dask.
-
-    Dask names every intermediate result by hashing its content; for an object column (our binary
-    state, or ids) it joins or pickles the whole column, and the file offline store's plan does
-    that over a hundred times per retrieval: 70 % of the time for 100k rows. An array keeps one
-    random token for its lifetime instead (dropped when it is freed, so an id is never reused),
-    which gives the same names within a plan and identical results (tested), 3.7x faster.
-    """
-    from dask.tokenize import normalize_token
-
-    original = normalize_token.dispatch(np.ndarray)
-    tokens: dict[int, str] = {}
-
-    def normalize(array: np.ndarray) -> object:
-        if not (array.dtype.hasobject and array.size >= min_size):
-            return original(array)
-        key = id(array)
-        token = tokens.get(key)
-        if token is None:
-            token = tokens[key] = uuid.uuid4().hex
-            weakref.finalize(array, tokens.pop, key, None)
-        return (token, array.dtype, array.shape)
-
-    normalize_token.register(np.ndarray, normalize)
-    try:
-        yield
-    finally:
-        normalize_token.register(np.ndarray, original)
 
 
 def online_states(store, customer_ids: Sequence[str]) -> list[bytes | None]:  # noqa: ANN001
