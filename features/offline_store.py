@@ -20,7 +20,7 @@ through Feast's extension point (``offline_store.type`` names the class), so
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from feast import FeatureView, FileSource, OnDemandFeatureView
+from feast.data_source import DataSource
 from feast.infra.offline_stores.dask import DaskOfflineStore, DaskOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
@@ -46,6 +47,7 @@ from features.point_in_time import (
 )
 
 STORE_TYPE = "features.offline_store.AsOfFileOfflineStore"
+DEFAULT_BATCH_ROWS, DEFAULT_MEMORY_LIMIT_MB = 50_000, 2_048
 MEMORY_SETTING = "feature_store.retrieval_memory_mb (ACTIVITY_FEATURE_STORE__RETRIEVAL_MEMORY_MB)"
 
 
@@ -57,9 +59,9 @@ class AsOfFileOfflineStoreConfig(DaskOfflineStoreConfig):
     """``offline_store`` of a repo using ``AsOfFileOfflineStore``."""
 
     type: Literal["features.offline_store.AsOfFileOfflineStore"] = STORE_TYPE  # type: ignore[assignment]
-    batch_rows: StrictInt = 50_000
+    batch_rows: StrictInt = DEFAULT_BATCH_ROWS
     """Entity rows whose states are decoded and transformed together."""
-    memory_limit_mb: StrictInt = 2_048
+    memory_limit_mb: StrictInt = DEFAULT_MEMORY_LIMIT_MB
     """Ceiling of the join's index (keys of entity and stored rows)."""
 
 
@@ -70,7 +72,8 @@ class AsOfFileOfflineStore(DaskOfflineStore):
     def get_historical_features(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str],
                                 entity_df: pd.DataFrame | str | None, registry: Any, project: str,
                                 full_feature_names: bool = False, **kwargs: Any) -> RetrievalJob:
-        plan = _plan(config, feature_views, feature_refs, entity_df, registry, project, full_feature_names)
+        plan = plan_retrieval(config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
+                              _file_path)
         if plan is None:  # shapes this store does not join itself (no entity frame, several views or keys)
             return DaskOfflineStore.get_historical_features(config, feature_views, feature_refs, entity_df,
                                                             registry, project, full_feature_names, **kwargs)
@@ -99,13 +102,23 @@ class RetrievalPlan:
     metadata: RetrievalMetadata
 
 
-def _plan(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str], entity_df: object,
-          registry: Any, project: str, full_feature_names: bool) -> RetrievalPlan | None:
+def _file_path(config: RepoConfig, source: DataSource) -> str | None:
+    if not isinstance(source, FileSource):
+        return None
+    return FileSource.get_uri_for_file_path(repo_path=config.repo_path, uri=source.file_options.uri)
+
+
+def plan_retrieval(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str], entity_df: object,
+                   registry: Any, project: str, full_feature_names: bool,
+                   source_path: Callable[[RepoConfig, DataSource], str | None]) -> RetrievalPlan | None:
+    """The plan of a retrieval this module's join serves, or None: several views or join keys, renamed
+    columns, no entity frame, a source ``source_path`` cannot locate (parquet files)."""
     if not isinstance(entity_df, pd.DataFrame) or len(feature_views) != 1:
         return None
     view = feature_views[0]
     source = view.batch_source
-    if not isinstance(source, FileSource) or len(view.entity_columns) != 1 or source.field_mapping:
+    path = source_path(config, source)
+    if path is None or len(view.entity_columns) != 1 or source.field_mapping:
         return None
     join_key = view.projection.join_key_map.get(view.entity_columns[0].name, view.entity_columns[0].name)
     if join_key not in entity_df.columns or DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL not in entity_df.columns:
@@ -133,7 +146,7 @@ def _plan(config: RepoConfig, feature_views: list[FeatureView], feature_refs: li
         entity_df=entity_df,
         time_column=DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL,
         join_key=join_key,
-        source_path=FileSource.get_uri_for_file_path(repo_path=config.repo_path, uri=source.file_options.uri),
+        source_path=path,
         timestamp_field=source.timestamp_field,
         created_field=source.created_timestamp_column or None,
         stored_features=stored,
@@ -142,8 +155,8 @@ def _plan(config: RepoConfig, feature_views: list[FeatureView], feature_refs: li
         on_demand_views=tuple(odfvs),
         on_demand_outputs={name: frozenset(columns) for name, columns in outputs.items()},
         ttl_us=int(view.ttl / timedelta(microseconds=1)) if view.ttl else None,
-        batch_rows=int(getattr(offline, "batch_rows", AsOfFileOfflineStoreConfig().batch_rows)),
-        memory_limit_mb=int(getattr(offline, "memory_limit_mb", AsOfFileOfflineStoreConfig().memory_limit_mb)),
+        batch_rows=int(getattr(offline, "batch_rows", DEFAULT_BATCH_ROWS)),
+        memory_limit_mb=int(getattr(offline, "memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB)),
         full_feature_names=full_feature_names,
         metadata=RetrievalMetadata(features=feature_refs,
                                    keys=[c for c in entity_df.columns if c != DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL],
@@ -305,15 +318,23 @@ def _slice_features(plan: RetrievalPlan, entities: pd.DataFrame, positions: np.n
     table = pa.Table.from_pandas(entities.iloc[positions], preserve_index=False)
     for name, column in values.items():
         table = table.append_column(plan.output_names[name], column)
-    out = pa.table({"__position": pa.array(positions, type=pa.int64())})
-    for name in plan.direct_features:
-        out = out.append_column(plan.output_names[name], table.column(plan.output_names[name]))
-    for odfv in plan.on_demand_views:
-        transformed = odfv.transform_arrow(table, plan.full_feature_names)
-        wanted = plan.on_demand_outputs.get(odfv.name)
+    columns = requested_columns(table, plan.on_demand_views, plan.on_demand_outputs,
+                                [plan.output_names[name] for name in plan.direct_features], plan.full_feature_names)
+    return pa.table({"__position": pa.array(positions, type=pa.int64()), **columns})
+
+
+def requested_columns(table: pa.Table, views: Sequence[OnDemandFeatureView], outputs: dict[str, frozenset[str]],
+                      direct: Sequence[str], full_feature_names: bool) -> dict[str, pa.ChunkedArray]:
+    """What a retrieval returns for rows of ``table`` (entity columns and stored values): the stored
+    columns asked for themselves, then every on-demand view's requested outputs, as Feast's
+    ``RetrievalJob.to_arrow`` selects them."""
+    columns = {name: table.column(name) for name in direct}
+    for odfv in views:
+        transformed = odfv.transform_arrow(table, full_feature_names)
+        wanted = outputs.get(odfv.name)
         for column in transformed.column_names:
             if column.startswith("__index") or column in table.column_names:
                 continue
             if wanted is None or column in wanted:
-                out = out.append_column(column, transformed.column(column))
-    return out
+                columns[column] = transformed.column(column)
+    return columns

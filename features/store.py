@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activity_settings import Settings
-from features.offline_store import STORE_TYPE as OFFLINE_STORE_TYPE
+from features.offline_store import STORE_TYPE as FILE_STORE_TYPE
 from features.repo import FEATURE_SERVICE, OFFLINE_DIR, STATE_VIEW, definitions
 from features.state import CREATED_TIMESTAMP, ENTITY_KEY, EVENT_TIMESTAMP, STATE_FEATURE, empty_states
 from features.transform import AS_OF, FEATURE_NAMES, window_features
@@ -38,6 +38,7 @@ STATE_SCHEMA = pa.schema([
 ])
 EMPTY_FILE = "0000-empty.parquet"  # keeps the source readable until the first write
 SPARK_APP = "activity-features"
+SPARK_STORE_TYPE = "features.spark_offline_store.AsOfSparkOfflineStore"  # not imported here: it imports pyspark
 QUOTED_REGEX_COLUMNS = "spark.sql.parser.quotedRegexColumnNames"  # Feast's Spark store turns it on, session-wide
 _KEY_CACHE_MAX = 4_000_000  # serialized entity keys the writer keeps (about 60 bytes each)
 _STORE_SETTINGS: weakref.WeakKeyDictionary[object, Settings] = weakref.WeakKeyDictionary()  # for the SparkSession
@@ -80,7 +81,8 @@ def feature_store_yaml(settings: Settings) -> str:
 
 
 def _offline_store_yaml(settings: Settings) -> str:
-    """``file``, or ``spark`` configured like the platform's sessions (``infra.spark.session_conf``).
+    """The platform's file store (``features.offline_store``), or its Spark store
+    (``features.spark_offline_store``) configured like the platform's sessions (``infra.spark.session_conf``).
 
     ``historical_features`` starts the platform's own session before Feast asks for one; the
     ``spark_conf`` here configures the session Feast starts when it runs without that (the
@@ -88,11 +90,12 @@ def _offline_store_yaml(settings: Settings) -> str:
     """
     fs = settings.feature_store
     if fs.offline_store == "file":
-        return (f"offline_store:\n  type: {OFFLINE_STORE_TYPE}\n  batch_rows: {fs.retrieval_batch_rows}\n"
+        return (f"offline_store:\n  type: {FILE_STORE_TYPE}\n  batch_rows: {fs.retrieval_batch_rows}\n"
                 f"  memory_limit_mb: {fs.retrieval_memory_mb}\n")
     conf = {"spark.app.name": SPARK_APP, **session_conf(settings)}
     lines = "".join(f"    {json.dumps(key)}: {json.dumps(value)}\n" for key, value in conf.items())
-    return f"offline_store:\n  type: spark\n  spark_conf:\n{lines}"
+    return (f"offline_store:\n  type: {SPARK_STORE_TYPE}\n  batch_rows: {fs.retrieval_batch_rows}\n"
+            f"  spark_conf:\n{lines}")
 
 
 def open_feature_store(settings: Settings):  # noqa: ANN201 - feast.FeatureStore, imported lazily
@@ -227,7 +230,8 @@ def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa:
 
     One row per distinct (customer_id, event_timestamp), in the order ``entities`` first has them:
     its columns (the time as UTC), ``as_of_s``, then ``FEATURE_NAMES``. Either offline store gives
-    the same frame (``_aligned`` evens out where their answers differ).
+    the same frame; both join in time linear in their rows (``features.offline_store``,
+    ``features.spark_offline_store``).
     """
     frame = entities.copy()
     frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
@@ -244,14 +248,10 @@ def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa:
 def _aligned(frame: pd.DataFrame, result: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the features ``result`` has for each of its rows, matched by (customer, time).
 
-    The two offline stores answer the same join differently: each in an order of its own; Spark's
-    times come back without a zone (UTC, the session's) and to the microsecond at most (the query
-    is asked at that: states are stored to the microsecond, so the join is unchanged); an exact
-    tie in the offline data (same event and write time, e.g. the stream's and a backfill's genesis
-    rows, which are equal) is one row from the file store and two from Spark; and the file store
-    drops a row whose customer has states but none at or before its time, where Spark answers with
-    no state. Such a row gets the transform's cold start, as a never-seen customer does through
-    the on-demand view.
+    The platform's stores answer every row in the entity frame's order; the match by key keeps the
+    frame right for any store that does not (another order, times without a zone or cut to the
+    microsecond, a row dropped because its customer has no state before it). A row without an
+    answer gets the transform's cold start, as a never-seen customer does through the on-demand view.
     """
     found = _row_keys(result[ENTITY_KEY], result[EVENT_TIMESTAMP])
     first = ~found.duplicated()
@@ -281,7 +281,7 @@ def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
     ``get_spark_session_or_start_new_with_repoconfig`` reuses it rather than starting its own;
     afterwards the session gets back the column-name parsing Feast switches for everyone using it.
     """
-    if getattr(store.config.offline_store, "type", None) != "spark":
+    if getattr(store.config.offline_store, "type", None) not in (SPARK_STORE_TYPE, "spark"):
         yield
         return
     from pyspark.sql import SparkSession
@@ -296,7 +296,7 @@ def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
     try:
         yield
     finally:
-        session = SparkSession.getActiveSession()
+        session = SparkSession.getActiveSession() or session
         if session is not None:
             session.conf.set(QUOTED_REGEX_COLUMNS, before)
 

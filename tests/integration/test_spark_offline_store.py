@@ -233,7 +233,7 @@ def test_the_yaml_names_the_spark_store_and_the_source_its_files(history: Histor
 
     settings = offline_store(history.settings, "spark")
     store = open_feature_store(settings)
-    assert store.config.offline_store.type == "spark"
+    assert store.config.offline_store.type == "features.spark_offline_store.AsOfSparkOfflineStore"
     assert store.config.offline_store.spark_conf["spark.master"] == "local[2]"
     source = store.get_data_source(STATE_SOURCE)
     assert type(source).__name__ == "SparkSource" and source.file_format == "parquet"

@@ -11,7 +11,7 @@ import yaml
 
 from activity_settings import Settings, load_settings
 from features.state import ENTITY_KEY, EVENT_TIMESTAMP
-from features.store import SPARK_APP, _aligned, feature_store_yaml
+from features.store import SPARK_APP, SPARK_STORE_TYPE, _aligned, feature_store_yaml
 from features.transform import AS_OF, FEATURE_NAMES, features_frame
 from infra.spark import session_conf
 
@@ -21,10 +21,19 @@ def settings_with(tmp_path: Path, offline_store: str, master: str = "local[2]") 
                          feature_store={"offline_store": offline_store})
 
 
-def test_the_file_store_yaml_is_as_before(clean_env: None, tmp_path: Path) -> None:
-    text = feature_store_yaml(settings_with(tmp_path, "file"))
-    assert "offline_store:\n  type: file\nentity_key_serialization_version: 3\n" in text
-    assert "spark" not in text
+def test_the_file_store_yaml_names_the_platforms_store_and_its_limits(clean_env: None, tmp_path: Path) -> None:
+    from feast.repo_config import RepoConfig
+
+    from features.offline_store import AsOfFileOfflineStoreConfig
+
+    settings = load_settings(data_dir=tmp_path, feature_store={"retrieval_memory_mb": 512,
+                                                               "retrieval_batch_rows": 1_000})
+    parsed = yaml.safe_load(feature_store_yaml(settings))
+    assert parsed["offline_store"] == {"type": "features.offline_store.AsOfFileOfflineStore", "batch_rows": 1_000,
+                                       "memory_limit_mb": 512}
+    config = RepoConfig(repo_path=tmp_path, **parsed)  # Feast finds the class and its config by the type's name
+    assert isinstance(config.offline_store, AsOfFileOfflineStoreConfig)
+    assert config.offline_store.memory_limit_mb == 512
 
 
 @pytest.mark.parametrize(("master", "loopback"), [("local[2]", True), ("spark://spark-master:7077", False)])
@@ -35,13 +44,14 @@ def test_the_spark_store_yaml_carries_the_platforms_session_conf(clean_env: None
     settings = settings_with(tmp_path, "spark", master)
     parsed = yaml.safe_load(feature_store_yaml(settings))
     conf = parsed["offline_store"]["spark_conf"]
-    assert parsed["offline_store"]["type"] == "spark"
+    assert parsed["offline_store"]["type"] == SPARK_STORE_TYPE
     assert conf == {"spark.app.name": SPARK_APP, **session_conf(settings)}
     assert conf["spark.master"] == master and conf["spark.sql.session.timeZone"] == "UTC"
     assert conf["spark.sql.shuffle.partitions"] == "6" and conf["spark.driver.memory"] == "3g"
     assert ("spark.driver.bindAddress" in conf) is loopback and ("spark.executor.memory" in conf) is not loopback
     config = RepoConfig(repo_path=tmp_path, **parsed)  # Feast's own model of the file accepts it
     assert config.offline_store.spark_conf["spark.master"] == master
+    assert type(config.offline_store).__name__ == "AsOfSparkOfflineStoreConfig"
 
 
 @pytest.mark.filterwarnings("ignore:The spark data source API is an experimental feature")
