@@ -5,7 +5,8 @@ source tree), its stdout and stderr streamed to ``<out>/<name>.log``. Its last s
 figures; ``--samples`` makes it also write the series behind them. ``<out>/report.md`` then holds, per
 benchmark, the figures against the targets of its issue (met / missed, computed from the figures) and
 the plots: ``throughput.png``, ``freshness.png``, ``latency.png``, ``model_quality.png``. A failed
-benchmark is reported with its exit code and its log's tail; the others still run.
+benchmark (an exit code, or killed by a signal: a crash, the OOM killer) is reported first, with its log's
+tail; the others still run. Without ``--quick`` every benchmark runs at its full size.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -113,13 +115,25 @@ def result_of(name: str, command: list[str], returncode: int | None, seconds: fl
     """What a finished benchmark run left: figures, samples and, when it failed, why."""
     figures = parse_figures(stdout_lines)
     error = None
-    if returncode != 0:
-        error = "interrupted" if returncode is None else f"exit code {returncode}"
+    if returncode is None:
+        error = "interrupted"
+    elif returncode < 0:
+        error = f"died: {_signal_name(-returncode)}"
+    elif returncode != 0:
+        error = f"exit code {returncode}"
     elif figures is None:
         error = "exit code 0, but its last line is not its JSON figures"
     samples = read_samples(samples_path) if samples_path is not None and samples_path.is_file() else None
     return BenchResult(name, command, returncode, seconds, figures if error is None else None, samples, log,
                        list(tail), error)
+
+
+def _signal_name(number: int) -> str:
+    """``SIGSEGV (signal 11)``: how a process the kernel or a crash ended is named in the report."""
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def run_benchmark(name: str, out: Path, *, quick: bool, env: dict[str, str] | None = None,
@@ -338,6 +352,10 @@ def write_report(results: Sequence[BenchResult], out: Path, *, quick: bool, star
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     commit = _commit()
     lines = ["# Benchmark report" + (" (quick run)" if quick else ""), ""]
+    failed = [r for r in results if not r.ok]
+    if failed:  # before anything else: a benchmark that died has no figures to read further down
+        lines += [f"> **{len(failed)} of {len(results)} benchmark{'s' if len(results) != 1 else ''} failed**: "
+                  + "; ".join(f"{r.name} ({r.error})" for r in failed) + ". Their sections come first.", ""]
     if quick:
         lines += ["> **Quick run**: every benchmark ran at small sizes (a smoke run). Its figures show the "
                   "benchmarks work, not what the platform does at the sizes the targets are set for; the "
@@ -359,7 +377,7 @@ def write_report(results: Sequence[BenchResult], out: Path, *, quick: bool, star
         targets = f"{sum(c.met for c in judged)} of {len(judged)}" if judged else "-"
         lines.append(f"| {r.name} | {status} | {_duration(r.seconds)} | {targets} |")
     lines.append("")
-    for r in results:
+    for r in [*failed, *(r for r in results if r.ok)]:
         lines += _section(r, quick)
     if plots:
         lines += ["## Plots", ""]

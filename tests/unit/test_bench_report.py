@@ -191,3 +191,21 @@ def test_a_run_streams_its_output_to_the_log_and_a_failure_does_not_stop_the_oth
     assert "progress" in (out / "good.log").read_text() and any("good" in line for line in lines)
     markdown = report.read_text()
     assert "**Failed**: exit code 1" in markdown and "it broke" in markdown
+
+
+def test_a_benchmark_that_died_is_named_with_its_signal_before_everything_else(tmp_path: Path) -> None:
+    log = tmp_path / "model_quality.log"
+    log.write_text("[12:00:00] building the training set\nFatal Python error: Segmentation fault\n")
+    results = [canned(tmp_path, "ingest"),
+               result_of("model_quality", ["python", "-m", "bench.model_quality"], -11, 300.0, ["building"], log,
+                         log.read_text().splitlines(), None),
+               canned(tmp_path, "serve")]
+
+    markdown = write_report(results, tmp_path, quick=False, started=datetime(2026, 5, 4, tzinfo=UTC)).read_text()
+
+    first_lines = markdown.split("\n- date:")[0]
+    assert "1 of 3 benchmarks failed" in first_lines and "model_quality (died: SIGSEGV (signal 11))" in first_lines
+    assert row(markdown, "model_quality")[1] == "**failed** (died: SIGSEGV (signal 11))"
+    sections = re.findall(r"^## (\w+)$", markdown, flags=re.MULTILINE)
+    assert sections[:3] == ["model_quality", "ingest", "serve"]  # the failure's section first
+    assert "Segmentation fault" in section(markdown, "model_quality")
