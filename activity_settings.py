@@ -226,6 +226,22 @@ class ServingSettings(_Section):
     jwt_secret: str | None = Field(
         default=None, min_length=32, description="HS256 secret; None = generated once under the data dir."
     )
+    model_server: Literal["inprocess", "triton"] = Field(default="inprocess", description=(
+        "Where the champion runs: inprocess (ONNX Runtime in the scorer) or triton (Triton Inference Server "
+        "over KServe v2 HTTP, with the in-process copy as its fallback)."))
+    triton_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$", description=(
+        "An existing Triton's HTTP endpoint, e.g. http://triton:8000; none = the embedded one on triton_port."))
+    triton_port: int = Field(default=18000, ge=1, le=65535, description="Embedded Triton's HTTP port.")
+    triton_metrics_port: int = Field(default=18002, ge=1, le=65535, description="Embedded Triton's /metrics.")
+    triton_repository: Path | None = Field(default=None, description=(
+        "Triton's model repository (what its --model-repository reads); none = <data_dir>/triton/models."))
+    triton_timeout_ms: float = Field(default=100.0, gt=0, description=(
+        "Budget of one Triton call before the in-process copy answers (degraded)."))
+    triton_retry_s: float = Field(default=1.0, ge=0, description=(
+        "After a failed Triton call, how long requests skip Triton before trying it again."))
+    triton_instances: int = Field(default=1, ge=1, le=16, description="Python-backend instances per model.")
+    triton_max_queue_delay_us: int = Field(default=500, ge=0, le=1_000_000, description=(
+        "Dynamic batching: how long Triton holds a request to batch it with others."))
     token_ttl_s: int = Field(default=3_600, ge=60, description="Lifetime of tokens from `activity serve token`.")
 
 

@@ -23,6 +23,11 @@ The fallback chain, best first, for when the preferred model is missing or fails
 
 Levels 2 and 3 answer with ``degraded=True``.
 
+With ``serving.model_server: triton`` the champion and challenger score in Triton Inference Server
+(``serving/triton.py``), and a level ``inprocess`` comes between them and ``single``: the champion's own
+ONNX copy in this process, answering (``degraded=True``) while Triton is down or over its budget.
+The versions Triton serves follow the holder's at every load (``TritonVersions.serve``).
+
 Registry calls are made to fail fast (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_TIMEOUT`` defaults set
 below unless the environment sets them): MLflow's own defaults retry with exponential backoff for
 minutes, which would stall reloads while the last good model keeps serving anyway.
@@ -52,9 +57,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 log = logging.getLogger(__name__)
 
-Level = Literal["champion", "challenger", "single", "heuristic"]
-LEVELS: tuple[Level, ...] = ("champion", "challenger", "single", "heuristic")
-DEGRADED_LEVELS = frozenset({"single", "heuristic"})
+Level = Literal["champion", "challenger", "inprocess", "single", "heuristic"]
+LEVELS: tuple[Level, ...] = ("champion", "challenger", "inprocess", "single", "heuristic")
+DEGRADED_LEVELS = frozenset({"inprocess", "single", "heuristic"})
 MANIFEST = "current.json"
 FALLBACK_FILE = "fallback_xgboost.onnx"
 HEURISTIC_NAME = "recency-frequency-heuristic"
@@ -100,6 +105,7 @@ class LoadedModel:
     loaded_at: str
     metrics: dict[str, float]
     source: Literal["registry", "cache"]
+    remote: Any = None  # serving.triton.RemoteVersion when the model server is Triton
 
     @property
     def onnx_path(self) -> Path:
@@ -166,6 +172,11 @@ class ModelHolder:
         self._watcher: threading.Thread | None = None
         self.last_error: str | None = None
         self.last_checked: str | None = None
+        self.triton: Any = None  # serving.triton.TritonVersions with serving.model_server: triton
+        if settings.serving.model_server == "triton":
+            from serving.triton import TritonVersions
+
+            self.triton = TritonVersions(settings)
 
     # -- scoring -----------------------------------------------------------------------------------------------
 
@@ -191,17 +202,22 @@ class ModelHolder:
             probabilities, _ = _run(single.scorer, x, "single")
             return ScoreResult(probabilities, np.argmax(probabilities, axis=1).astype(np.int64), single.name,
                                single.version, "single", True)
-        model = served.champion if level == "champion" else served.challenger
+        model = served.challenger if level == "challenger" else served.champion
         if model is None:
-            raise ModelUnavailable(f"no {level} model is loaded")
-        probabilities, label = _run(model.scorer, x, level)
-        return ScoreResult(probabilities, label, model.name, model.version, level, False)
+            raise ModelUnavailable(f"no {'champion' if level == 'inprocess' else level} model is loaded")
+        if level == "inprocess" or model.remote is None:
+            probabilities, label = _run(model.scorer, x, level)
+        else:
+            probabilities, label = _run_remote(model.remote, x, level)
+        return ScoreResult(probabilities, label, model.name, model.version, level, level == "inprocess")
 
     def score_with_fallback(self, x: np.ndarray, prefer: Level = "champion") -> ScoreResult:
         """The first level of the chain that answers: [challenger ->] champion -> single -> heuristic."""
         x = _as_features(x)
         served = self._served  # one snapshot for the whole chain
         chain: tuple[Level, ...] = ("champion", "single", "heuristic")
+        if served.champion is not None and served.champion.remote is not None:
+            chain = ("champion", "inprocess", "single", "heuristic")
         if prefer == "challenger":
             chain = ("challenger", *chain)
         elif prefer in ("single", "heuristic"):
@@ -244,7 +260,7 @@ class ModelHolder:
                 single = None
             elif single is None or single.version != champion.version:
                 single = self._single_for(champion, retry_failed, errors)
-            after = Served(champion, challenger, single)
+            after = self._on_model_server(Served(champion, challenger, single), before, errors)
             changed = _versions(after) != _versions(before)
             if after != before:
                 self._served = after  # the atomic swap: one reference assignment
@@ -291,7 +307,7 @@ class ModelHolder:
                 return LoadOutcome(False, _version(served.champion), _version(served.challenger),
                                    served.champion.source if served.champion else None, errors)
             before = self._served
-            self._served = Served(champion, challenger, single)
+            self._served = self._on_model_server(Served(champion, challenger, single), before, errors)
             self.last_error = "; ".join(errors) or None
             log.info("serving %s from the cache", _describe_versions(self._served))
             return LoadOutcome(_versions(self._served) != _versions(before), champion.version,
@@ -359,9 +375,31 @@ class ModelHolder:
             "levels": [*levels, "heuristic"],
             "last_error": self.last_error,
             "last_checked": self.last_checked,
+            "model_server": self.settings.serving.model_server,
         }
 
     # -- internals ---------------------------------------------------------------------------------------------
+
+    def _on_model_server(self, after: Served, before: Served, errors: list[str]) -> Served:
+        """With Triton: its loaded versions made equal to ``after``'s (plus the previous champion, which
+        requests in flight may still name), and ``after``'s models given their Triton handle. Triton
+        failing changes nothing here: its handles fail fast and the in-process copies answer."""
+        if self.triton is None:
+            return after
+        keep = [model for model in (after.champion, after.challenger, before.champion) if model is not None]
+        try:
+            for model in keep:
+                self.triton.publish(model.version, model.onnx_path)
+            self.triton.serve(model.version for model in keep)
+        except Exception as exc:  # noqa: BLE001 - Triton down or refusing: the in-process copies answer meanwhile
+            errors.append(f"triton: {_reason(exc)}")
+
+        def attached(model: LoadedModel | None) -> LoadedModel | None:
+            if model is None or model.remote is not None:
+                return model
+            return replace(model, remote=self.triton.remote(model.version))
+
+        return Served(attached(after.champion), attached(after.challenger), after.single)
 
     def _pull(self, alias: str, current: LoadedModel | None, retry_failed: bool, errors: list[str],
               required: bool = True) -> LoadedModel | None:
@@ -526,6 +564,17 @@ def _run(scorer: Any, x: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray
     if not np.isfinite(probabilities).all():
         raise ModelUnavailable(f"{level} produced non-finite probabilities")
     return probabilities, label.astype(np.int64, copy=False)
+
+
+def _run_remote(remote: Any, x: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """``_run`` through Triton: its failures and budget overruns make the level unavailable."""
+    try:
+        probabilities, label = remote.score(x)
+    except Exception as exc:  # noqa: BLE001 - TritonUnavailable, or an answer that does not parse
+        raise ModelUnavailable(f"{level} failed in Triton: {_reason(exc)}") from exc
+    if not np.isfinite(probabilities).all():
+        raise ModelUnavailable(f"{level} produced non-finite probabilities in Triton")
+    return probabilities, label
 
 
 def _checked_scorer(path: Path) -> Any:

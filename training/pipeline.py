@@ -197,6 +197,10 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
         with _timed(timings, "log", reporter, "parameters, metrics, plots, model card, ONNX, reference sample"):
             info = _log_run(settings, data, fitted, results, probabilities, y_test, workdir)
             version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model)
+            if settings.serving.model_server == "triton":
+                from training.triton_export import write_version
+
+                write_version(settings, str(version.version), workdir / tracking.ONNX_FILE)
         with _timed(timings, "gate", reporter, "against the guards and the current champion"):
             champion = tracking.load_by_alias(settings, tracking.CHAMPION, workdir / "champion")
             champion_metrics = None
