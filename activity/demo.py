@@ -83,9 +83,15 @@ def _drop_old_demos(settings: Settings, keep: str) -> None:
 
 def run_demo(settings: Settings, console: Console, customers: int, days: int, shift_days: int = 28) -> None:
     from monitoring.receiver import AlertReceiver
+    from training.triton_export import repository_dir
 
     step = _Steps(console)
     figures: dict[str, str] = {}
+    # the demo scores through Triton, as the platform deploys it; the demo's own data area writes its
+    # versions into the stack's model repository, the one the stack's Triton reads
+    settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"model_server": "triton"})})
+    settings = settings.model_copy(update={"serving": settings.serving.model_copy(
+        update={"triton_repository": repository_dir(settings)})})
     with step("start the stack"):
         stack_up(settings, report=lambda line: console.print(f"  [dim]{line}[/dim]"))
     tag = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
@@ -134,7 +140,8 @@ def run_demo(settings: Settings, console: Console, customers: int, days: int, sh
         if outcome.decision.alias != "champion":
             raise DemoFailed(f"the first model was not promoted: {outcome.decision.summary()}")
 
-    with step("start the scorer and score customers over REST"), _scorer(demo) as (base, token):
+    with step(f"start the scorer and score customers over REST (model in {demo.serving.model_server})"), \
+            _scorer(demo) as (base, token):
         figures["scored"] = _score(base, token, list(population.customer_ids[:200]), console)
 
     with step(f"shift the population for {shift_days} days (grocery amounts x3, new channel mix) and stream it"):
@@ -241,6 +248,9 @@ def _score(base: str, token: str, customers: list[str], console: Console) -> str
                   + f"; without credentials: HTTP {unauthorized}; {single_ms:.1f} ms per single request")
     if unauthorized != 401:
         raise DemoFailed(f"an unauthenticated request got HTTP {unauthorized}, not 401")
+    degraded = [item for item in batch["results"] if item["degraded"]]
+    if degraded:
+        raise DemoFailed(f"{len(degraded)} of {len(customers)} answers were degraded: {degraded[0]['fallback']}")
     return f"{len(customers) + 5} customers over REST ({single_ms:.1f} ms per single request)"
 
 

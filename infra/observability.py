@@ -189,6 +189,9 @@ def scrape_targets(settings: Settings) -> dict[str, str | None]:
         "activity-scorer": f"{serving_host}:{settings.serving.port}",
         "activity-streaming": f"127.0.0.1:{p}" if (p := settings.streaming.metrics_port) else None,
         "activity-monitoring": f"127.0.0.1:{p}" if (p := settings.monitoring.metrics_port) else None,
+        "activity-triton": f"127.0.0.1:{settings.serving.triton_metrics_port}"
+                           if settings.serving.model_server == "triton" and settings.serving.triton_url is None
+                           else None,
     }
 
 

@@ -1,7 +1,9 @@
 """`activity stack up | down | status`: the local stack's lifecycle on the embedded default.
 
-The stack is the Kafka broker (unless kafka.bootstrap_servers names a cluster) and, on request, a
-local Prometheus scraping the platform's services (infra/observability.py).
+The stack is the Kafka broker (unless kafka.bootstrap_servers names a cluster), Triton Inference
+Server when the scorer's model runs there (serving.model_server: triton, unless serving.triton_url
+names an existing one; infra/triton.py) and, on request, a local Prometheus scraping the platform's
+services (infra/observability.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from infra.observability import (
     stop_prometheus,
 )
 from infra.topics import ensure_topics
+from infra.triton import TritonPaths, running_triton, start_triton, stop_triton
+from infra.triton import is_ready as triton_ready
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ def stack_up(
         )
     partitions = ensure_topics(kafka)
     report("topics: " + ", ".join(f"{name} ({count} partitions)" for name, count in partitions.items()))
+    if _owns_triton(settings):
+        start_triton(settings, report)
     if with_prometheus:
         start_prometheus(settings, report, port=prometheus_port)
     return stack_status(settings)
@@ -61,6 +67,9 @@ def stack_down(settings: Settings) -> list[str]:
     pid = stop_prometheus(settings)
     if pid is not None:
         stopped.append(f"prometheus (pid {pid})")
+    pid = stop_triton(settings.home)
+    if pid is not None:
+        stopped.append(f"triton (pid {pid})")
     if settings.kafka.embedded:
         pid = stop_broker(settings.home, settings.kafka.broker_version)
         if pid is not None:
@@ -70,7 +79,26 @@ def stack_down(settings: Settings) -> list[str]:
 
 def stack_status(settings: Settings) -> list[ServiceStatus]:
     """Kafka's state, and Prometheus's when `stack up --with-prometheus` started one (until `stack down`)."""
-    return [_kafka_status(settings), *_prometheus_status(settings)]
+    return [_kafka_status(settings), *_triton_status(settings), *_prometheus_status(settings)]
+
+
+def _owns_triton(settings: Settings) -> bool:
+    """Whether the stack runs Triton: the model runs there and no existing server is named."""
+    return settings.serving.model_server == "triton" and settings.serving.triton_url is None
+
+
+def _triton_status(settings: Settings) -> list[ServiceStatus]:
+    serving = settings.serving
+    paths = TritonPaths.under(settings.home)
+    if serving.triton_url is not None and serving.model_server == "triton":
+        return [ServiceStatus("triton", triton_ready(serving.triton_url), serving.triton_url, "external server")]
+    if not _owns_triton(settings) and not paths.pid_file.is_file():
+        return []  # the model runs in the scorer's process: no Triton in this stack
+    process = running_triton(paths)
+    if process is None:
+        return [ServiceStatus("triton", False, "-", f"stopped; see {paths.log}")]
+    return [ServiceStatus("triton", triton_ready(process.url), process.url,
+                          f"pid {process.pid}, metrics :{process.metrics_port}, log {paths.log}")]
 
 
 def _kafka_status(settings: Settings) -> ServiceStatus:

@@ -143,13 +143,13 @@ def server_environment(dist: TritonDistribution) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(packages)}
 
 
-def command(settings: Settings, dist: TritonDistribution, backends: Path) -> list[str]:
+def command(settings: Settings, dist: TritonDistribution, backends: Path, host: str = HOST) -> list[str]:
     serving = settings.serving
     return [str(dist.binary), f"--model-repository={repository_dir(settings)}",
             f"--backend-directory={backends}", f"--cache-directory={dist.caches}",
             "--model-control-mode=explicit", "--strict-readiness=false", "--allow-grpc=false",
-            f"--http-address={HOST}", f"--http-port={serving.triton_port}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={HOST}",
+            f"--http-address={host}", f"--http-port={serving.triton_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={host}",
             f"--metrics-port={serving.triton_metrics_port}", "--exit-timeout-secs=10", "--log-verbose=0"]
 
 
@@ -229,3 +229,24 @@ def _wait_ready(paths: TritonPaths, process: TritonProcess, timeout_s: float) ->
         time.sleep(0.2)
     raise TritonError(f"triton did not answer {process.url}/v2/health/ready within {timeout_s:.0f}s; "
                       f"see {paths.log}:\n{tail(paths.log)}")
+
+
+def main() -> None:
+    """``python -m infra.triton [--host 0.0.0.0]``: the server in the foreground, as a container runs it."""
+    import argparse
+
+    from activity_settings import load_settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--host", default=HOST, help="Listen address of HTTP and /metrics (0.0.0.0 in a container).")
+    args = parser.parse_args()
+    settings = load_settings()
+    dist = distribution()
+    backends = prepare_backends(dist, TritonPaths.under(settings.home))
+    repository_dir(settings).mkdir(parents=True, exist_ok=True)
+    argv = command(settings, dist, backends, args.host)
+    os.execve(argv[0], argv, server_environment(dist))
+
+
+if __name__ == "__main__":
+    main()

@@ -462,7 +462,7 @@ def test_dockerfile_builds_what_run_installs() -> None:
     text = DOCKERFILE.read_text()
     assert "python:3.11-slim-bookworm" in text
     assert "openjdk-17-jre-headless" in text
-    assert "pip install -r /tmp/requirements.lock" in text
+    assert "pip install --no-deps -r /tmp/requirements.lock" in text
     assert "pip install --no-deps ." in text
     assert "python -m infra.install_jars" in text
     for line in re.findall(r"^COPY (?!--from).*$", text, re.MULTILINE):

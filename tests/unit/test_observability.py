@@ -89,7 +89,8 @@ def test_source_and_rendered_configs_pass_promtool_check(clean_env: None, tmp_pa
 def test_default_targets_follow_the_settings_defaults(clean_env: None, tmp_path: Path) -> None:
     config = yaml.safe_load(CONFIG.read_text())
     in_file = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
-    assert in_file == scrape_targets(load_settings(data_dir=tmp_path))
+    assert in_file == scrape_targets(load_settings(data_dir=tmp_path, serving={"model_server": "triton"}))
+    assert scrape_targets(load_settings(data_dir=tmp_path))["activity-triton"] is None  # no Triton to scrape
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
 
 
