@@ -240,8 +240,9 @@ class ServingSettings(_Section):
     triton_retry_s: float = Field(default=1.0, ge=0, description=(
         "After a failed Triton call, how long requests skip Triton before trying it again."))
     triton_instances: int = Field(default=1, ge=1, le=16, description="Python-backend instances per model.")
-    triton_max_queue_delay_us: int = Field(default=500, ge=0, le=1_000_000, description=(
-        "Dynamic batching: how long Triton holds a request to batch it with others."))
+    triton_max_queue_delay_us: int = Field(default=0, ge=0, le=1_000_000, description=(
+        "Dynamic batching: how long Triton holds a request to batch it with others (0: it batches what "
+        "queued while an instance was busy; the scorer batches its own requests already)."))
     token_ttl_s: int = Field(default=3_600, ge=60, description="Lifetime of tokens from `activity serve token`.")
 
 

@@ -8,13 +8,17 @@ in the handler). The load comes from a second process (``bench.load``) at fixed 
 a rate passes when every request succeeds and p99 <= 20 ms.
 
     python -m bench.serve [--customers 5000] [--days 180] [--seconds 5] [--rates 100,200,...] [--samples PATH]
-                          [--profiles embedded,cluster]
+                          [--profiles embedded,cluster] [--engines inprocess,triton]
 
 Ends with one JSON line: ``{"p50_ms", "p99_ms", "max_rps_at_p99_20ms", "ceiling_rps", "naive_rps",
 "ratio_vs_ceiling", "ratio_vs_naive"}``; p50/p99 are the scorer's at the highest passing rate.
 Targets: >= 0.5 of the ceiling's rate and >= 5x the naive composition's. With ``--profiles embedded,cluster``
 the scorer is also measured on the cluster profile's stores (Redis online store, MLflow on PostgreSQL:
 throwaway servers on loopback) and the JSON line carries those figures under ``"cluster"``.
+With ``--engines inprocess,triton`` (the default) the scorer is measured a second time with its model in
+Triton Inference Server (``serving.model_server: triton``, the embedded server on loopback), same stores
+and load, and the JSON line adds ``"triton_max_rps_at_p99_20ms"``, ``"triton_p99_ms"`` and
+``"triton_vs_inprocess"`` (Triton's max rate over the in-process scorer's).
 ``--samples PATH`` also writes each server's figures per offered rate (achieved req/s, p50, p99, errors) as JSON.
 """
 
@@ -44,6 +48,7 @@ APPS = {
     "naive": "bench.serve_apps:naive",
 }
 SCORER = {"embedded": "scorer", "cluster": "scorer (cluster)"}  # the scorer's name in the table, per profile
+TRITON = "scorer (triton)"
 
 
 
@@ -153,9 +158,14 @@ def main() -> None:
                         help="embedded, cluster or embedded,cluster: the scorer on the embedded stores (SQLite "
                              "online store, MLflow in SQLite) and/or the cluster profile's (Redis, MLflow on "
                              "PostgreSQL; throwaway servers on loopback), side by side")
+    parser.add_argument("--engines", default="inprocess,triton",
+                        help="inprocess, triton or both: where the scorer's model runs (serving.model_server)")
     parser.add_argument("--samples", type=Path, help="Also write each server's figures per offered rate here (JSON).")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
+    engines = [engine.strip() for engine in args.engines.split(",") if engine.strip()]
+    if not engines or set(engines) - {"inprocess", "triton"}:
+        parser.error(f"--engines: inprocess, triton or both, not {args.engines!r}")
     try:
         profiles = profiles_argument(args.profiles)
     except ValueError as exc:
@@ -173,6 +183,8 @@ def main() -> None:
             results[SCORER[profile]] = sweep("scorer", settings, rates, args.seconds, headers, args.customers,
                                              args.trials)
         assert first is not None
+        if "triton" in engines:
+            results[TRITON] = sweep_triton(first[0], rates, args.seconds, first[1], args.customers, args.trials)
         settings = first[0]  # the ceiling and the naive composition: measured once, on the first profile's stores
         naive_rates = [rate for rate in (2.0, 5.0, 10.0) if rate < rates[0]] + rates  # it starts far lower
         results["ceiling"] = sweep("ceiling", settings, rates, args.seconds, {}, args.customers, args.trials)
@@ -214,8 +226,33 @@ def main() -> None:
         }))
     # the issue's keys for the first profile measured; the other profile's figures beside them
     head, *others = profiles
-    print_result({**figures_by_profile[head], "profile": head,
+    print_result({**figures_by_profile[head], "profile": head, **triton_figures(results, SCORER[head]),
                   **{profile: figures_by_profile[profile] for profile in others}})
+
+
+def sweep_triton(settings: Settings, rates: list[float], seconds: float, headers: dict[str, str], customers: int,
+                 trials: int) -> dict[str, object]:
+    """The scorer with its model in the embedded Triton (started here on free ports, stopped after)."""
+    from infra.triton import start_triton, stop_triton
+
+    triton = settings.model_copy(update={"serving": settings.serving.model_copy(update={
+        "model_server": "triton", "triton_port": free_port(), "triton_metrics_port": free_port()})})
+    start_triton(triton, log)
+    try:
+        return sweep("scorer", triton, rates, seconds, headers, customers, trials)
+    finally:
+        stop_triton(triton.home)
+
+
+def triton_figures(results: dict[str, dict[str, object]], inprocess: str) -> dict[str, object]:
+    """The Triton keys of the JSON line (none when Triton was not measured)."""
+    if TRITON not in results:
+        return {}
+    best, figures = results[TRITON]["best"], results[TRITON]["figures"] or {}
+    ours = results[inprocess]["best"] if inprocess in results else 0
+    return {"triton_max_rps_at_p99_20ms": best,
+            "triton_p99_ms": round(figures["p99_ms"], 2) if figures else None,
+            "triton_vs_inprocess": round(best / ours, 3) if ours else None}
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from activity_settings import Settings
-from features.transform import FEATURE_NAMES
+from features.transform import COLD_START, FEATURE_NAMES
 from training.triton_export import INPUT, LABEL, PROBABILITIES, model_config, write_version
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -90,10 +90,23 @@ class TritonClient:
         """Scores ``x`` (float32, (n, features)) with ``model`` at ``version``; raises ``TritonUnavailable``."""
         if time.monotonic() < self._skip_until:
             raise TritonUnavailable(f"skipping Triton for {self.retry_s:g}s after: {self.last_error}")
+        try:
+            return self._infer(self._http, model, version, x)
+        except TritonUnavailable as exc:
+            self.last_error = str(exc)
+            self._skip_until = time.monotonic() + self.retry_s
+            raise
+
+    def warm(self, model: str, version: str, x: np.ndarray) -> None:
+        """One inference without the budget: a new instance's first run is slow (ONNX Runtime allocates)."""
+        self._infer(self._admin, model, version, x)
+
+    def _infer(self, http: httpx.Client, model: str, version: str,
+               x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         body, header_length = infer_body(x)
         try:
-            response = self._http.post(f"/v2/models/{model}/versions/{version}/infer", content=body,
+            response = http.post(f"/v2/models/{model}/versions/{version}/infer", content=body,
                                        headers={HEADER_LENGTH: str(header_length),
                                                 "Content-Type": "application/octet-stream"})
             if response.status_code != 200:
@@ -101,9 +114,7 @@ class TritonClient:
             length = response.headers.get(HEADER_LENGTH)
             return parse_infer(response.content, int(length) if length else None, len(x))
         except (httpx.HTTPError, TritonUnavailable, ValueError, KeyError) as exc:
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            self._skip_until = time.monotonic() + self.retry_s
-            raise TritonUnavailable(self.last_error) from exc
+            raise TritonUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
     def ready(self) -> bool:
         try:
@@ -175,6 +186,10 @@ class TritonVersions:
             if ready == wanted:
                 return set()
             self.client.load(self.model, model_config(self.settings, wanted))
+            probe = np.array([[COLD_START[name] for name in FEATURE_NAMES]], dtype=np.float32)
+            for version in sorted(wanted):
+                for _ in range(self.settings.serving.triton_instances):
+                    self.client.warm(self.model, version, probe)
             return wanted - ready
 
     def close(self) -> None:
