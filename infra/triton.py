@@ -147,7 +147,8 @@ def command(settings: Settings, dist: TritonDistribution, backends: Path, host: 
     serving = settings.serving
     return [str(dist.binary), f"--model-repository={repository_dir(settings)}",
             f"--backend-directory={backends}", f"--cache-directory={dist.caches}",
-            "--model-control-mode=explicit", "--strict-readiness=false", "--allow-grpc=false",
+            "--model-control-mode=explicit", "--disable-auto-complete-config", "--strict-readiness=false",
+            "--allow-grpc=false",
             f"--http-address={host}", f"--http-port={serving.triton_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={host}",
             f"--metrics-port={serving.triton_metrics_port}", "--exit-timeout-secs=10", "--log-verbose=0"]

@@ -11,10 +11,11 @@ raises ``TritonUnavailable`` (the holder then answers from the in-process copy, 
 first call after that tries Triton again, so answers recover by themselves when Triton is back.
 
 ``TritonVersions`` keeps Triton's loaded versions equal to what the holder serves, through the
-repository API (Triton runs in explicit model-control mode): a load names the versions in its config
-(``version_policy: specific``), Triton loads the new ones before it retires the old, and the holder
-keeps the previous champion loaded until the next change, so a request never names a version Triton
-has not loaded. A Triton that restarted empty is refilled at the holder's next poll.
+repository API (Triton runs in explicit model-control mode): each version is a Triton model of its
+own (``training.triton_export``), loaded before the holder swaps to it and unloaded once no served
+model names it; the holder keeps the previous champion loaded until the next change, so a request
+never names a version Triton has not loaded, and loading one version never disturbs another. A
+Triton that restarted empty is refilled at the holder's next poll.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import httpx
 import numpy as np
 
 from activity_settings import Settings
-from features.transform import COLD_START, FEATURE_NAMES
-from training.triton_export import INPUT, LABEL, PROBABILITIES, model_config, write_version
+from features.transform import FEATURE_NAMES
+from training.triton_export import INPUT, LABEL, PROBABILITIES, model_config, model_name, write_version
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OUTPUTS = (PROBABILITIES, LABEL)
@@ -91,22 +92,17 @@ class TritonClient:
         if time.monotonic() < self._skip_until:
             raise TritonUnavailable(f"skipping Triton for {self.retry_s:g}s after: {self.last_error}")
         try:
-            return self._infer(self._http, model, version, x)
+            return self._infer(model, version, x)
         except TritonUnavailable as exc:
             self.last_error = str(exc)
             self._skip_until = time.monotonic() + self.retry_s
             raise
 
-    def warm(self, model: str, version: str, x: np.ndarray) -> None:
-        """One inference without the budget: a new instance's first run is slow (ONNX Runtime allocates)."""
-        self._infer(self._admin, model, version, x)
-
-    def _infer(self, http: httpx.Client, model: str, version: str,
-               x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _infer(self, model: str, version: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         body, header_length = infer_body(x)
         try:
-            response = http.post(f"/v2/models/{model}/versions/{version}/infer", content=body,
+            response = self._http.post(f"/v2/models/{model}/versions/{version}/infer", content=body,
                                        headers={HEADER_LENGTH: str(header_length),
                                                 "Content-Type": "application/octet-stream"})
             if response.status_code != 200:
@@ -122,19 +118,24 @@ class TritonClient:
         except httpx.HTTPError:
             return False
 
-    def loaded_versions(self, model: str) -> set[str]:
-        """The versions of ``model`` Triton reports READY (repository index)."""
+    def ready_models(self) -> set[str]:
+        """The models Triton reports READY (repository index)."""
         response = self._admin.post("/v2/repository/index", json={"ready": True})
         response.raise_for_status()
-        return {str(entry["version"]) for entry in response.json()
-                if entry.get("name") == model and entry.get("state") == "READY" and entry.get("version")}
+        return {str(entry["name"]) for entry in response.json() if entry.get("state") == "READY"}
 
     def load(self, model: str, config: dict[str, Any]) -> None:
-        """Load (or reload) ``model`` with ``config``: versions it names are loaded, others unloaded."""
+        """Load ``model`` with ``config``; returns once Triton serves it (after its warm-up)."""
         response = self._admin.post(f"/v2/repository/models/{model}/load",
                                     json={"parameters": {"config": json.dumps(config)}})
         if response.status_code != 200:
             raise TritonUnavailable(f"loading {model} failed: HTTP {response.status_code}: {response.text[:500]}")
+
+    def unload(self, model: str) -> None:
+        """Unload ``model``; Triton lets the requests in flight finish first."""
+        response = self._admin.post(f"/v2/repository/models/{model}/unload")
+        if response.status_code != 200:
+            raise TritonUnavailable(f"unloading {model} failed: HTTP {response.status_code}: {response.text[:500]}")
 
     def close(self) -> None:
         self._http.close()
@@ -167,29 +168,26 @@ class TritonVersions:
         self._lock = threading.Lock()
 
     def remote(self, version: str) -> RemoteVersion:
-        return RemoteVersion(self.client, self.model, str(version))
+        return RemoteVersion(self.client, model_name(self.settings, version), str(int(version)))
 
     def publish(self, version: str, onnx_path: Path) -> None:
         """Make sure ``version`` is in the model repository (written at registration; here if it is not)."""
         write_version(self.settings, version, onnx_path)
 
     def serve(self, versions: Iterable[str]) -> set[str]:
-        """Load exactly ``versions`` in Triton unless they are all READY already; returns what was loaded.
+        """Make Triton's loaded versions exactly ``versions``: load the missing, then unload the others.
 
-        Raises ``TritonUnavailable`` (or ``httpx.HTTPError``) when Triton cannot be reached or refuses.
+        Returns the versions loaded now. Raises ``TritonUnavailable`` (or ``httpx.HTTPError``) when
+        Triton cannot be reached or refuses.
         """
-        wanted = {str(version) for version in versions}
+        wanted = {str(int(version)) for version in versions}
+        prefix = f"{self.model}-v"
         with self._lock:
-            if not wanted:
-                return set()
-            ready = self.client.loaded_versions(self.model)
-            if ready == wanted:
-                return set()
-            self.client.load(self.model, model_config(self.settings, wanted))
-            probe = np.array([[COLD_START[name] for name in FEATURE_NAMES]], dtype=np.float32)
-            for version in sorted(wanted):
-                for _ in range(self.settings.serving.triton_instances):
-                    self.client.warm(self.model, version, probe)
+            ready = {name.removeprefix(prefix) for name in self.client.ready_models() if name.startswith(prefix)}
+            for version in sorted(wanted - ready, key=int):
+                self.client.load(model_name(self.settings, version), model_config(self.settings, version))
+            for version in ready - wanted:
+                self.client.unload(model_name(self.settings, version))
             return wanted - ready
 
     def close(self) -> None:

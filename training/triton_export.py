@@ -2,22 +2,22 @@
 
 Layout (Triton's)::
 
-    <repository>/<registered model>/config.pbtxt      inputs, outputs, dynamic batching, instances
-    <repository>/<registered model>/<version>/model.onnx   the MLflow version's ONNX export
-    <repository>/<registered model>/<version>/model.py     training/triton_python_model.py
+    <repository>/<registered model>-v<version>/config.pbtxt   inputs, outputs, dynamic batching, instances
+    <repository>/<registered model>-v<version>/<version>/model.onnx   the MLflow version's ONNX export
+    <repository>/<registered model>-v<version>/<version>/model.py     training/triton_python_model.py
 
 The registry's version number is Triton's version number, so "champion = version 7" means the same
-thing to MLflow, to the scorer and to Triton. Triton runs in explicit model-control mode: nothing in
-the repository is served until the scorer loads it, and the scorer names the versions to serve in
-the config it sends with the load (``model_config``), so the ``config.pbtxt`` written here only
-matters to a Triton someone starts by hand.
+thing to MLflow, to the scorer and to Triton. Each version sits in a Triton model of its own
+(``customer-activity-v7``) because Triton 2.51 reloads every version of a model whenever that model
+is loaded again, and requests in flight at that moment stalled for over a second (measured: 2-3 of
+about 2,000 at each change); loading or unloading one single-version model leaves the others alone.
+Triton runs in explicit model-control mode: nothing here is served until the scorer loads it.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,17 @@ def repository_dir(settings: Settings) -> Path:
     return configured.expanduser().resolve() if configured is not None else settings.home / "triton" / "models"
 
 
-def model_config(settings: Settings, versions: Iterable[str] = ()) -> dict[str, Any]:
-    """Triton's model configuration (its JSON form) serving exactly ``versions`` (all written ones if empty)."""
+def model_name(settings: Settings, version: str) -> str:
+    """The Triton model holding registered ``version``: ``<registered model>-v<version>``."""
+    return f"{settings.mlflow.registered_model}-v{int(version)}"
+
+
+def model_config(settings: Settings, version: str) -> dict[str, Any]:
+    """Triton's model configuration (its JSON form) of registered ``version``."""
     serving = settings.serving
-    numbers = sorted({int(version) for version in versions})
-    policy = {"specific": {"versions": numbers}} if numbers else {"latest": {"num_versions": 1}}
+    policy = {"specific": {"versions": [int(version)]}}
     return {
-        "name": settings.mlflow.registered_model,
+        "name": model_name(settings, version),
         "backend": "python",
         "max_batch_size": MAX_BATCH,
         "input": [{"name": INPUT, "data_type": "TYPE_FP32", "dims": [len(FEATURE_NAMES)]}],
@@ -59,6 +63,9 @@ def model_config(settings: Settings, versions: Iterable[str] = ()) -> dict[str, 
         "dynamic_batching": {"max_queue_delay_microseconds": serving.triton_max_queue_delay_us},
         "instance_group": [{"kind": "KIND_CPU", "count": serving.triton_instances}],
         "version_policy": policy,
+        # each new instance scores one row before Triton marks it ready: ONNX Runtime's first run is slow
+        "model_warmup": [{"name": "first_run", "batch_size": 1, "inputs": {
+            INPUT: {"data_type": "TYPE_FP32", "dims": [len(FEATURE_NAMES)], "zero_data": True}}}],
     }
 
 
@@ -88,7 +95,7 @@ def write_version(settings: Settings, version: str, onnx_path: Path) -> Path:
     """
     if not str(version).isdigit():
         raise TritonRepositoryError(f"model version {version!r} is not a number; Triton versions are numbers")
-    model_dir = repository_dir(settings) / settings.mlflow.registered_model
+    model_dir = repository_dir(settings) / model_name(settings, version)
     target = model_dir / str(int(version))
     if (target / MODEL_FILE).is_file() and (target / PYTHON_MODEL).is_file():
         return target
@@ -105,7 +112,7 @@ def write_version(settings: Settings, version: str, onnx_path: Path) -> Path:
         staging.rename(target)
         config = model_dir / "config.pbtxt"
         if not config.is_file():
-            config.write_text(config_pbtxt(model_config(settings)))
+            config.write_text(config_pbtxt(model_config(settings, version)))
     except OSError as exc:
         raise TritonRepositoryError(f"cannot write version {version} into the Triton model repository "
                                     f"{model_dir} (setting serving.triton_repository): {exc}") from exc

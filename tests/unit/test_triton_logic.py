@@ -39,13 +39,14 @@ def test_an_answer_is_read_back_exactly() -> None:
         parse_infer(b'{"error": "no such model"}', None, 2)
 
 
-def test_the_config_serves_exactly_the_named_versions(tmp_path: Path) -> None:
+def test_each_version_is_a_model_of_its_own(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, serving={"triton_instances": 2})
-    config = model_config(settings, ["12", "3", "12"])
-    assert config["version_policy"] == {"specific": {"versions": [3, 12]}}
+    config = model_config(settings, "12")
+    assert config["name"] == "customer-activity-v12"
+    assert config["version_policy"] == {"specific": {"versions": [12]}}
     assert config["instance_group"] == [{"kind": "KIND_CPU", "count": 2}] and config["backend"] == "python"
     text = config_pbtxt(config)
-    assert 'name: "customer-activity"' in text and "versions: [ 3, 12 ]" in text and "kind: KIND_CPU" in text
+    assert 'name: "customer-activity-v12"' in text and "versions: [ 12 ]" in text and "kind: KIND_CPU" in text
 
 
 def test_a_version_is_written_whole_and_only_as_a_number(tmp_path: Path) -> None:
@@ -53,6 +54,7 @@ def test_a_version_is_written_whole_and_only_as_a_number(tmp_path: Path) -> None
     onnx_path = tmp_path / "model.onnx"
     onnx_path.write_bytes(b"onnx")
     target = write_version(settings, "7", onnx_path)
+    assert target == tmp_path / "triton" / "models" / "customer-activity-v7" / "7"
     assert sorted(p.name for p in target.iterdir()) == ["model.onnx", "model.py"]
     assert (target.parent / "config.pbtxt").is_file()
     assert not list(target.parent.glob(".*partial"))
