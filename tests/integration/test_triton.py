@@ -162,7 +162,10 @@ def test_a_new_champion_is_loaded_into_triton_under_load_without_a_failed_reques
         finally:
             registry.set_registered_model_alias(name, tracking.CHAMPION, champion.version)
     assert {status for _, status, _, _ in load.answers} == {200}
-    degraded = sum(1 for answer in load.answers if answer[2])  # a Triton call over its budget during a load
-    assert degraded <= 0.02 * len(load.answers), f"{degraded} of {len(load.answers)} answers were degraded"
+    # A Triton call over its budget while the new version loads is answered by the in-process copy, and so
+    # are the calls of the retry pause after it: a short stretch of degraded answers, never a failure.
+    degraded = [at for at, _, is_degraded, _ in load.answers if is_degraded]
+    assert not degraded or max(degraded) - min(degraded) < 5.0, f"{len(degraded)} degraded answers over " \
+        f"{max(degraded) - min(degraded):.1f}s of {len(load.answers)}"
     loaded = client.app.state.scorer.holder.triton.client.ready_models()
     assert {f"{name}-v{new.version}", f"{name}-v{champion.version}"} <= loaded
