@@ -287,6 +287,18 @@ class MonitoringSettings(_Section):
     quality_min_predictions: int = Field(default=30, ge=1, description="Fewest matured predictions per group.")
     quality_alert_f1_drop: float = Field(
         default=0.1, ge=0, le=1, description="Alert when online macro-F1 is this far below the champion's test F1.")
+    estimate_alert_auc_drop: float = Field(
+        default=0.05, gt=0, le=1, description="Alert when the estimated ROC-AUC of the champion's answers (CBPE) is "
+                                              "this far below its test ROC-AUC.")
+    estimate_min_rows: int = Field(default=100, ge=10, description="Fewest answers a group needs to be estimated.")
+    estimate_schedule: str = Field(default="15 * * * *", description="Cron of the estimate job (UTC).")
+    time_driven_features: tuple[str, ...] = Field(
+        default=("tenure_days",), description="Features that grow with time by construction: reported apart, "
+                                              "never counted in the drifted share.")
+    calibration_window_days: int = Field(
+        default=28, ge=1, description="As_of days of matured answers the monitor's calibration map is refit on.")
+    calibration_min_rows: int = Field(default=500, ge=50, description="Fewest matured answers a refit accepts.")
+    calibration_schedule: str = Field(default="0 5 * * *", description="Cron of the calibration refit (UTC).")
     webhook_url: str | None = Field(
         default=None, description="Where the jobs post alerts (Alertmanager webhook payload); none: log only.")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
@@ -296,7 +308,7 @@ class MonitoringSettings(_Section):
     metrics_port: int = Field(default=9103, ge=0, le=65535, description="/metrics of `monitor schedule` (0: off).")
     metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics (0.0.0.0 in a container).")
 
-    @field_validator("drift_schedule", "quality_schedule")
+    @field_validator("drift_schedule", "quality_schedule", "estimate_schedule", "calibration_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         return _valid_cron(value)

@@ -694,13 +694,15 @@ def _print_drift(outcome) -> None:  # noqa: ANN001 - monitoring.drift.DriftOutco
 def monitor_schedule(
     max_runs: Annotated[int | None, typer.Option(help="Stop after this many runs (default: run forever).")] = None,
 ) -> None:
-    """Run drift (monitoring.drift_schedule) and online quality (monitoring.quality_schedule) on their crons.
+    """Run drift, online quality, calibration and the estimate on their crons (monitoring.*_schedule).
 
     Serves the jobs' Prometheus metrics on 127.0.0.1:monitoring.metrics_port; Ctrl-C stops.
     """
     from prometheus_client import start_http_server
 
+    from monitoring.calibration_job import run_calibration
     from monitoring.drift import run_drift
+    from monitoring.estimate_job import run_estimate
     from monitoring.quality import run_quality
     from training.schedule import CronJob, run_jobs
 
@@ -717,11 +719,57 @@ def monitor_schedule(
         CronJob("drift", m.drift_schedule, lambda: run_drift(cfg).summary()),
         CronJob("quality", m.quality_schedule,
                 lambda: f"{run_quality(cfg).matured:,} matured predictions scored"),
+        CronJob("calibration", m.calibration_schedule,
+                lambda: "; ".join(f"v{r.version}: {r.refit}" for r in run_calibration(cfg)) or "nothing matured"),
+        CronJob("estimate", m.estimate_schedule,
+                lambda: f"{len(run_estimate(cfg).groups)} groups estimated"),
     ]
     try:
         run_jobs(jobs, max_runs=max_runs, on_event=lambda line: console.print(f"[dim]·[/dim] {line}"))
     except KeyboardInterrupt:
         console.print("schedule stopped")
+
+
+@monitor_app.command("estimate")
+def monitor_estimate(
+    source: Annotated[str | None, typer.Option(
+        help="Answers: predictions (logged in the last monitoring.drift_window_hours), snapshot (the champion on "
+             "every customer as of the newest state) or auto [monitoring.drift_source].")] = None,
+) -> None:
+    """Quality before the labels arrive: CBPE from the calibrated probabilities, per model version and A/B arm.
+
+    Reports to Prometheus (<data_dir>/monitoring/estimate.prom), MLflow (<experiment>-monitoring) and the alert
+    webhook (ActivityEstimatedQualityDrop, by monitoring.estimate_alert_auc_drop).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from activity.estimate_report import print_estimate
+    from monitoring.drift import DriftError
+    from monitoring.estimate import EstimateError
+    from monitoring.estimate_job import EstimateJobError, run_estimate
+
+    cfg = settings()
+    if source is not None and source not in ("auto", "predictions", "snapshot"):
+        raise fail(f"--source must be one of auto, predictions, snapshot, not {source!r}")
+    try:
+        report = run_estimate(cfg, source=source)
+    except (*_known_errors(), EstimateJobError, EstimateError, DriftError, MlflowException, OSError) as exc:
+        raise fail(f"estimate failed: {exc}") from None
+    print_estimate(console, report)
+
+
+@monitor_app.command("calibrate")
+def monitor_calibrate() -> None:
+    """Calibration on matured answers per version (ECE), and the monitor's calibration maps refit on them."""
+    from activity.estimate_report import print_calibration
+    from monitoring.calibration_job import run_calibration
+
+    cfg = settings()
+    try:
+        results = run_calibration(cfg)
+    except (*_known_errors(), OSError) as exc:
+        raise fail(f"calibration failed: {exc}") from None
+    print_calibration(console, results)
 
 
 def _since(text: str | None, now: datetime) -> datetime | None:

@@ -19,6 +19,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from features.state import ENTITY_KEY, EVENT_TIMESTAMP
 from features.transform import FEATURE_NAMES
 from monitoring import metrics
 from monitoring.alerts import Alert, notify
+from monitoring.drift_share import TIME_DRIVEN, drift_shares
 from training.labels import CLASSES
 from training.reference import bin_shares, psi
 
@@ -54,6 +56,7 @@ class Reference:
     onnx_path: Path
     features: pd.DataFrame
     statistics: dict[str, Any]
+    importances: dict[str, float] | None = None  # None: a version trained before they were logged
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class DriftFigures:
     prediction_detected: bool
     reference_rows: int
     current_rows: int
+    weighted_share: float = float("nan")  # share of the model's importance that drifted
+    time_driven: dict[str, bool] = field(default_factory=dict)  # reported apart, never in the shares
 
     def high_psi(self, threshold: float) -> dict[str, float]:
         return {name: value for name, value in self.psi.items() if value >= threshold}
@@ -100,7 +105,10 @@ class DriftOutcome:
     def summary(self) -> str:
         f = self.figures
         state = "DRIFT" if f.detected else "no drift"
-        return (f"{state}: {len(f.drifted)}/{len(f.scores)} features drifted (share {f.share:.2f}), "
+        counted = len(f.scores) - len(f.time_driven)
+        return (f"{state}: {len(f.drifted)}/{counted} features drifted (share {f.share:.2f}, importance-weighted "
+                f"{f.weighted_share:.2f}; time-driven apart: "
+                f"{', '.join(n for n, moved in f.time_driven.items() if moved) or 'none drifted'}), "
                 f"prediction drift {'yes' if f.prediction_detected else 'no'} "
                 f"(score {f.prediction_score:.3f}); {f.current_rows:,} current rows from the {self.source} "
                 f"vs {f.reference_rows:,} reference rows of model v{self.model_version}")
@@ -116,9 +124,14 @@ def _drifted(method: str, value: float, threshold: float) -> bool:
 
 def compare(reference: pd.DataFrame, current: pd.DataFrame, reference_scores: np.ndarray,
             current_scores: np.ndarray, statistics: dict[str, Any], drift_share: float,
-            html_path: Path | None = None, method: str | None = None, threshold: float | None = None
+            html_path: Path | None = None, method: str | None = None, threshold: float | None = None,
+            time_driven: Collection[str] = TIME_DRIVEN, importances: Mapping[str, float] | None = None
             ) -> DriftFigures:
-    """Evidently data drift over FEATURE_NAMES and value drift of the activity score; PSI per feature."""
+    """Evidently data drift over FEATURE_NAMES and value drift of the activity score; PSI per feature.
+
+    The drifted share is ours, not Evidently's (``monitoring.drift_share``): time-driven features
+    apart, over the features the model uses, unweighted (which decides) and importance-weighted.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
@@ -137,20 +150,18 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, reference_scores: np
     scores: dict[str, float] = {}
     methods: dict[str, str] = {}
     thresholds: dict[str, float] = {}
-    share = 0.0
     for metric in snapshot.dict()["metrics"]:
         config = metric["config"]
-        if config["type"].endswith("DriftedColumnsCount"):
-            share = float(metric["value"]["share"])
-        elif config["type"].endswith("ValueDrift"):
+        if config["type"].endswith("ValueDrift"):
             scores[config["column"]] = float(metric["value"])
             methods[config["column"]] = str(config.get("method"))
             thresholds[config["column"]] = float(config.get("threshold"))
-    drifted = [c for c in columns if _drifted(methods[c], scores[c], thresholds[c])]
+    shares = drift_shares({c: _drifted(methods[c], scores[c], thresholds[c]) for c in columns}, importances,
+                          time_driven)
     return DriftFigures(
-        share=share,
-        detected=share >= drift_share,
-        drifted=drifted,
+        share=shares.unweighted,
+        detected=shares.unweighted >= drift_share,
+        drifted=list(shares.drifted),
         scores={c: scores[c] for c in columns},
         methods={c: methods[c] for c in columns},
         psi=psi_by_feature(statistics, current),
@@ -159,6 +170,8 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, reference_scores: np
         prediction_detected=_drifted(methods[SCORE], scores[SCORE], thresholds[SCORE]),
         reference_rows=len(reference),
         current_rows=len(current),
+        weighted_share=shares.weighted,
+        time_driven=shares.time_driven,
     )
 
 
@@ -184,13 +197,17 @@ def drift_alerts(figures: DriftFigures, monitoring: MonitoringSettings, model_ve
     alerts = []
     if figures.detected:
         shown = ", ".join(figures.drifted[:8]) + (" …" if len(figures.drifted) > 8 else "")
-        high = sorted(figures.high_psi(monitoring.psi_threshold).items(), key=lambda item: -item[1])[:8]
+        high = sorted(((name, value) for name, value in figures.high_psi(monitoring.psi_threshold).items()
+                       if name not in figures.time_driven), key=lambda item: -item[1])[:8]
+        counted = len(figures.scores) - len(figures.time_driven)
+        apart = [name for name, moved in figures.time_driven.items() if moved]
         alerts.append(Alert(
             "ActivityFeatureDrift",
-            f"{len(figures.drifted)} of {len(figures.scores)} features drifted (share {figures.share:.2f} "
-            f">= {monitoring.drift_share_threshold})",
+            f"{len(figures.drifted)} of {counted} features drifted (share {figures.share:.2f} "
+            f">= {monitoring.drift_share_threshold}; importance-weighted {figures.weighted_share:.2f})",
             f"Drifted: {shown}. PSI >= {monitoring.psi_threshold}: "
             + (", ".join(f"{name} {value:.2f}" for name, value in high) or "none")
+            + (f". Time-driven, not counted: {', '.join(apart)}" if apart else "")
             + f". Current: {figures.current_rows} rows from the {source}; reference: "
             f"{figures.reference_rows} rows of model v{model_version}.",
             severity="warning", labels=labels))
@@ -230,7 +247,9 @@ def load_reference(settings: Settings, workdir: Path) -> Reference:
         raise DriftError(f"model v{model.version} has no training reference in run {model.run_id}: {exc}") from exc
     features = pd.read_parquet(local / "features.parquet")
     statistics = json.loads((local / "statistics.json").read_text())
-    return Reference(model.name, model.version, model.run_id, model.onnx_path, features, statistics)
+    importances_path = local / "importances.json"
+    importances = json.loads(importances_path.read_text()) if importances_path.exists() else None
+    return Reference(model.name, model.version, model.run_id, model.onnx_path, features, statistics, importances)
 
 
 def current_from_predictions(settings: Settings, store: Any, since: datetime) -> Current | None:
@@ -358,7 +377,8 @@ def run_drift(settings: Settings, source: str | None = None, now: datetime | Non
                           activity_scores(reference.onnx_path, reference.features),
                           activity_scores(reference.onnx_path, current.features),
                           reference.statistics, monitoring.drift_share_threshold, report_path,
-                          monitoring.drift_method, monitoring.drift_threshold)
+                          monitoring.drift_method, monitoring.drift_threshold,
+                          time_driven_features(monitoring), reference.importances)
     _export(figures)
     progress("logging the report to MLflow")
     run_id = _log_run(settings, figures, reference, current, report_path)
@@ -374,8 +394,20 @@ def run_drift(settings: Settings, source: str | None = None, now: datetime | Non
     return outcome
 
 
+def time_driven_features(monitoring: MonitoringSettings) -> tuple[str, ...]:
+    """``monitoring.time_driven_features``, each a model feature."""
+    unknown = [name for name in monitoring.time_driven_features if name not in FEATURE_NAMES]
+    if unknown:
+        raise DriftError(f"monitoring.time_driven_features names {', '.join(unknown)}, not model features "
+                         f"({', '.join(FEATURE_NAMES)})")
+    return monitoring.time_driven_features
+
+
 def _export(figures: DriftFigures) -> None:
     metrics.DRIFT_SHARE.set(figures.share)
+    metrics.WEIGHTED_DRIFT_SHARE.set(figures.weighted_share)
+    for name, moved in figures.time_driven.items():
+        metrics.TIME_DRIVEN_DRIFT.labels(name).set(int(moved))
     metrics.DRIFT_DETECTED.set(int(figures.detected))
     metrics.DRIFTED_FEATURES.set(len(figures.drifted))
     metrics.PREDICTION_DRIFT_SCORE.set(figures.prediction_score)
@@ -401,6 +433,8 @@ def _log_run(settings: Settings, figures: DriftFigures, reference: Reference, cu
                            "drift_share_threshold": settings.monitoring.drift_share_threshold,
                            "psi_threshold": settings.monitoring.psi_threshold})
         mlflow.log_metrics({"drift_share": figures.share, "drift_detected": float(figures.detected),
+                            **({"weighted_drift_share": figures.weighted_share}
+                               if np.isfinite(figures.weighted_share) else {}),
                             "drifted_features": float(len(figures.drifted)),
                             "prediction_drift_score": figures.prediction_score,
                             "prediction_drift_detected": float(figures.prediction_detected),
@@ -409,7 +443,7 @@ def _log_run(settings: Settings, figures: DriftFigures, reference: Reference, cu
                             **{f"drift_score_{k}": v for k, v in figures.scores.items()}})
         mlflow.log_artifact(str(report_path), "drift")
         mlflow.log_dict({"drifted": figures.drifted, "methods": figures.methods, "scores": figures.scores,
-                         "psi": figures.psi}, "drift/figures.json")
+                         "psi": figures.psi, "time_driven": figures.time_driven}, "drift/figures.json")
         return run.info.run_id
 
 

@@ -39,6 +39,25 @@ QUALITY_ARM_P_VALUE = Gauge("activity_monitor_online_quality_arm_p_value",
 QUALITY_LAST_RUN = Gauge("activity_monitor_quality_last_run_timestamp_seconds",
                          "When the last online-quality run finished.")
 
+ESTIMATED_QUALITY = Gauge("activity_monitor_estimated_quality", "Quality of the latest answers estimated from the "
+                          "calibrated probabilities (CBPE) per model version, arm and metric (roc_auc, macro_f1, "
+                          "accuracy; *_low / *_high: the 95 % band).", ["version", "arm", "metric"])
+ESTIMATED_CLASS_SHARE = Gauge("activity_monitor_estimated_class_share",
+                              "Expected share of each realized class among the latest answers.",
+                              ["version", "arm", "class_name"])
+ESTIMATE_ROWS = Gauge("activity_monitor_estimate_answers", "Answers behind each estimate.", ["version", "arm"])
+ESTIMATE_LAST_RUN = Gauge("activity_monitor_estimate_last_run_timestamp_seconds",
+                          "When the last estimate run finished.")
+CALIBRATION_ECE = Gauge("activity_monitor_calibration_ece", "Top-label expected calibration error on matured answers, "
+                        "of the raw probabilities and through the monitor's calibration map.",
+                        ["version", "probabilities"])
+CALIBRATION_ROWS = Gauge("activity_monitor_calibration_answers", "Matured answers the calibration map was fit on.",
+                         ["version"])
+WEIGHTED_DRIFT_SHARE = Gauge("activity_monitor_weighted_drift_share", "Share of the model's feature importance that "
+                             "drifted (time-driven features left out; last run).")
+TIME_DRIVEN_DRIFT = Gauge("activity_monitor_time_driven_feature_drifted", "1 when a feature that grows with time by "
+                          "construction drifted (reported apart, not counted in the share).", ["feature"])
+
 ALERTS_SENT = Counter("activity_monitor_alerts_sent_total", "Alerts posted to the webhook, per alert name.",
                       ["alertname"])
 ALERT_FAILURES = Counter("activity_monitor_alert_failures_total", "Alerts the webhook did not accept.")
@@ -47,8 +66,10 @@ RETRAINS = Counter("activity_monitor_retrain_runs_total", "Training runs started
 
 
 DRIFT_METRICS = (DRIFT_SHARE, DRIFT_DETECTED, DRIFTED_FEATURES, FEATURE_PSI, FEATURE_DRIFT_SCORE,
-                 PREDICTION_DRIFT_SCORE, PREDICTION_DRIFT_DETECTED, DRIFT_ROWS, DRIFT_LAST_RUN, DRIFT_RUNS, RETRAINS)
+                 PREDICTION_DRIFT_SCORE, PREDICTION_DRIFT_DETECTED, DRIFT_ROWS, DRIFT_LAST_RUN, DRIFT_RUNS, RETRAINS,
+                 WEIGHTED_DRIFT_SHARE, TIME_DRIVEN_DRIFT)
 QUALITY_METRICS = (QUALITY, QUALITY_SAMPLES, QUALITY_ARM_P_VALUE, QUALITY_LAST_RUN)
+ESTIMATE_METRICS = (ESTIMATED_QUALITY, ESTIMATED_CLASS_SHARE, ESTIMATE_ROWS, ESTIMATE_LAST_RUN)
 
 
 def write_textfile(settings: Settings, job: str, collectors: Iterable[object]) -> Path:

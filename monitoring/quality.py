@@ -201,6 +201,7 @@ class QualityReport:
     alerts: tuple[Alert, ...] = ()
     alerts_delivered: bool = True
     run_id: str | None = None
+    estimated: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # "version/arm" -> CBPE figures
 
     @property
     def matured(self) -> int:
@@ -267,6 +268,7 @@ class QualityReport:
                 [f"too few (< {self.min_predictions})", *[""] * (len(columns) - 1)]
             lines.append(f"| {g.version} | {g.arm} | {g.n:,} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines.extend(self.estimated_lines(digits))
         lines.append(f"A/B: {self.arm_test.summary()}." if self.arm_test is not None else
                      "A/B: no test (both arms need a scored group).")
         if self.champion_version is not None and self.champion_test_macro_f1 is not None:
@@ -275,6 +277,23 @@ class QualityReport:
         for alert in self.alerts:
             lines.append(f"ALERT {alert.name}: {alert.summary}")
         return "\n".join(lines) + "\n"
+
+
+    def estimated_lines(self, digits: int = 4) -> list[str]:
+        """Estimated (from the answers' probabilities, before the labels) beside realized, per scored group."""
+        rows = []
+        for g in self.groups:
+            estimated = self.estimated.get(f"{g.version}/{g.arm}")
+            if estimated is None or not g.scored:
+                continue
+            values = g.values()
+            rows.append(f"| {g.version} | {g.arm} | {_cell(estimated['estimated_roc_auc'], digits)} | "
+                        f"{_cell(values['roc_auc'], digits)} | {_cell(estimated['estimated_macro_f1'], digits)} | "
+                        f"{_cell(values['macro_f1'], digits)} |")
+        if not rows:
+            return []
+        return ["| version | arm | estimated ROC-AUC | realized ROC-AUC | estimated macro-F1 | realized macro-F1 |",
+                "|---|---|---:|---:|---:|---:|", *rows, ""]
 
 
 def online_quality(joined: pd.DataFrame, min_predictions: int) -> QualityReport:
@@ -407,6 +426,7 @@ def run_quality(settings: Settings, since: datetime | None = None, now: datetime
     in the monitoring experiment, alerts on a champion macro-F1 drop; returns the report (with the
     run id and the alerts). No matured prediction is a report with no groups, not an error.
     """
+    from monitoring.estimate_job import beside_realized
     from monitoring.predictions import read_predictions
     from training.data import NoTrainingData, daily_counts
 
@@ -422,7 +442,8 @@ def run_quality(settings: Settings, since: datetime | None = None, now: datetime
                               "count": pd.Series(dtype=np.int64)})
     joined = matured(predictions, daily, policy)
     window = f"predictions logged {since.isoformat() if since else 'since the start of the log'} .. {now.isoformat()}"
-    report = replace(online_quality(joined, settings.monitoring.quality_min_predictions), window=window)
+    report = replace(online_quality(joined, settings.monitoring.quality_min_predictions), window=window,
+                     estimated=beside_realized(joined, settings.monitoring.quality_min_predictions))
     export_gauges(report)
     metrics.write_textfile(settings, "quality", metrics.QUALITY_METRICS)
     champion_version, test_f1 = champion_test_metric(settings)
@@ -490,6 +511,8 @@ def log_run(settings: Settings, report: QualityReport, since: datetime | None, n
         for group in report.groups:
             figures[metric_name(group.version, group.arm, "n")] = float(group.n)
             figures |= {metric_name(group.version, group.arm, k): v for k, v in group.values().items()}
+            estimated = report.estimated.get(f"{group.version}/{group.arm}", {})
+            figures |= {metric_name(group.version, group.arm, k): v for k, v in estimated.items()}
         if report.arm_test is not None:
             test = report.arm_test
             figures |= {"arm_test_z": test.z, "arm_test_p_value": test.p_value,

@@ -234,7 +234,7 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
     from training.model_card import model_card
     from training.onnx_export import ensemble_to_onnx, save
     from training.plots import save_all
-    from training.reference import reference_entities, reference_statistics
+    from training.reference import mean_importances, reference_entities, reference_statistics
 
     t = settings.training
     mlflow.log_params({
@@ -274,6 +274,9 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
     sample.to_parquet(sample_path, index=False)
     mlflow.log_artifact(str(sample_path), "reference")
     mlflow.log_dict(reference_statistics(sample, data.part("train")["label"]), "reference/statistics.json")
+    mlflow.log_dict(mean_importances({name: dict(zip(FEATURE_NAMES, np.asarray(values, dtype=float).tolist(),
+                                                     strict=True)) for name, values in importances.items()}),
+                    "reference/importances.json")
     onnx_path = workdir / tracking.ONNX_FILE
     save(ensemble_to_onnx(fitted.ensemble), onnx_path)
     return tracking.log_model(fitted.ensemble, onnx_path, test.head(50), workdir / "model")

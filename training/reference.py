@@ -10,6 +10,7 @@ The histogram edges are the reference's deciles, so PSI compares like with like.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -69,3 +70,13 @@ def psi(reference_shares: np.ndarray, current_shares: np.ndarray, floor: float =
     ref = np.clip(np.asarray(reference_shares, dtype=float), floor, None)
     cur = np.clip(np.asarray(current_shares, dtype=float), floor, None)
     return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def mean_importances(per_member: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The members' feature importances, each normalized to sum 1, averaged per feature (logged for drift)."""
+    normalized = []
+    for values in per_member.values():
+        total = sum(values.values())
+        normalized.append({name: value / total if total > 0 else 0.0 for name, value in values.items()})
+    names = sorted({name for values in normalized for name in values})
+    return {name: sum(values.get(name, 0.0) for values in normalized) / len(normalized) for name in names}
