@@ -55,6 +55,7 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("train", "Training at scale", ("--sizes", "5000,20000", "--customers", "1500", "--days", "180")),
     Benchmark("serve", "Scoring latency and throughput",
               ("--customers", "1500", "--days", "180", "--seconds", "2", "--rates", "50,200,800,1600,3200")),
+    Benchmark("estimate", "Estimated (CBPE) against realized quality under known shifts", ("--quick",), samples=False),
 )}
 
 
@@ -301,6 +302,17 @@ def checks(name: str, figures: dict[str, Any], samples: dict[str, Any] | None = 
         out.append(Check("ensemble ROC-AUC / oracle's", f"{_fmt(share)} ({_fmt(auc)} / {_fmt(oracle)})", ">= 0.9",
                          _cmp(share, lambda v: v >= 0.9), ("ensemble_auc", "oracle_auc")))
         return out
+    if name == "estimate":
+        error, days, realized, alarms = (f("estimated_auc_abs_error"), f("days_to_detect_estimated"),
+                                         f("days_to_detect_realized"), f("false_alarms"))
+        return [
+            Check("|estimated - realized| ROC-AUC once matured", _fmt(error), "<= 0.03",
+                  _cmp(error, lambda v: v <= 0.03), ("estimated_auc_abs_error",)),
+            Check("harmful shift detected by the estimate (days)", f"{_fmt(days)} (realized: {_fmt(realized)})",
+                  "<= 1", _cmp(days, lambda v: v <= 1), ("days_to_detect_estimated", "days_to_detect_realized")),
+            Check("alerts for the harmless shift and for no shift", _fmt(alarms), "0", _cmp(alarms, lambda v: v == 0),
+                  ("false_alarms",)),
+        ]
     return []
 
 
@@ -398,6 +410,8 @@ PLOT_CAPTIONS = {
                "req/s at each offered rate, for the scorer, the ceiling and the naive composition.",
     "model_quality": "ROC-AUC and macro-F1 on the test window of every baseline, each single model, the ensemble "
                      "and the oracle (the generator's own model: the ceiling).",
+    "estimate": "ROC-AUC estimated from the calibrated probabilities (CBPE) against the realized figure once the "
+                "labels matured, for no shift, a harmful and a harmless shift of the scored customers.",
 }
 
 

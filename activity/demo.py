@@ -150,13 +150,23 @@ def run_demo(settings: Settings, console: Console, customers: int, days: int, sh
         summary = run_stream(demo, until_idle_s=2.0, report=lambda line: console.print(f"  [dim]{line}[/dim]"))
         console.print(f"  {report.delivered:,} shifted events streamed ({summary.input_rows:,} records)")
 
+    with step("estimate the champion's quality before the labels arrive (CBPE)"):
+        figures["estimate"] = _estimate(demo, console)
+
     with step("detect the drift, alert, retrain by the drift policy"):
         drift = _drift(demo, console)
         received = receiver.alert_names()
         if not drift.figures.detected or "ActivityFeatureDrift" not in received:
             raise DemoFailed(f"the shift was not detected or not alerted: {drift.summary()}; alerts {received}")
-        figures["drift"] = f"{len(drift.figures.drifted)}/{len(drift.figures.scores)} features, share " \
-                           f"{drift.figures.share:.2f}; alerts received: {', '.join(received)}"
+        counted = [name for name in drift.figures.drifted if name in drift.figures.time_driven]
+        if counted:
+            raise DemoFailed(f"time-driven features counted as drift: {', '.join(counted)}")
+        apart = ", ".join(name for name, moved in drift.figures.time_driven.items() if moved) or "none"
+        counted_features = len(drift.figures.scores) - len(drift.figures.time_driven)
+        figures["drift"] = f"{len(drift.figures.drifted)}/{counted_features} " \
+                           f"features, share {drift.figures.share:.2f} (importance-weighted " \
+                           f"{drift.figures.weighted_share:.2f}; time-driven apart: {apart}); " \
+                           f"alerts received: {', '.join(received)}"
         figures["retraining"] = drift.retrain or "not started"
         figures["drift report"] = drift.report_path.name
         paths = {"drift report": drift.report_path}
@@ -254,13 +264,33 @@ def _score(base: str, token: str, customers: list[str], console: Console) -> str
     return f"{len(customers) + 5} customers over REST ({single_ms:.1f} ms per single request)"
 
 
+def _estimate(demo: Settings, console: Console) -> str:
+    from monitoring.estimate_job import run_estimate
+
+    report = run_estimate(demo, source="snapshot")
+    lines = []
+    for group in report.groups:
+        e = group.estimate
+        test = "n/a" if group.test_roc_auc is None else f"{group.test_roc_auc:.3f}"
+        band = f"{e.roc_auc_band.low:.3f}..{e.roc_auc_band.high:.3f}"
+        lines.append(f"v{group.version}: estimated ROC-AUC {e.roc_auc:.3f} ({band}), macro-F1 {e.macro_f1:.3f}, "
+                     f"test ROC-AUC {test}")
+        console.print(f"  {lines[-1]}; expected shares " + ", ".join(f"{k} {v:.2f}" for k, v in e.share.items()))
+    alerts = ", ".join(a.name for a in report.alerts) or "no alert"
+    console.print(f"  {report.detail}: {alerts}")
+    return "; ".join(lines) + f"; {alerts}"
+
+
 def _drift(demo: Settings, console: Console) -> Any:
     from monitoring.drift import run_drift
 
     drift = run_drift(demo, progress=lambda line: console.print(f"  [dim]{line}[/dim]"))
     console.print(f"  {drift.summary()}")
-    top = sorted(drift.figures.psi.items(), key=lambda item: -item[1])[:5]
-    console.print("  highest PSI: " + ", ".join(f"{name} {value:.2f}" for name, value in top))
+    counted = {name: value for name, value in drift.figures.psi.items() if name not in drift.figures.time_driven}
+    top = sorted(counted.items(), key=lambda item: -item[1])[:5]
+    console.print("  highest PSI: " + ", ".join(f"{name} {value:.2f}" for name, value in top)
+                  + "; time-driven, apart: " + ", ".join(f"{name} {drift.figures.psi[name]:.2f}"
+                                                         for name in drift.figures.time_driven))
     console.print(f"  retraining: {drift.retrain}")
     return drift
 

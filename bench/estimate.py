@@ -184,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A smaller population and shorter periods.")
     parser.add_argument("--customers", type=int, help="Population size (default: 6,000; 2,500 with --quick).")
-    parser.add_argument("--shift-share", type=float, default=0.8, help="Share of a day's scored customers moved.")
+    parser.add_argument("--shift-share", type=float, default=1.0, help="Share of a day's scored customers moved.")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]

@@ -48,10 +48,24 @@ def test_a_sample_of_the_same_population_does_not_drift(reference: pd.DataFrame)
 def test_shifted_features_are_the_drifted_ones_and_the_dataset_drifts(reference: pd.DataFrame) -> None:
     figures = _compare(reference, population(3_000, seed=2, shift=0.5))
     assert figures.drifted == SHIFTED
-    assert figures.share == pytest.approx(len(SHIFTED) / len(FEATURE_NAMES))
+    assert figures.share == pytest.approx(len(SHIFTED) / (len(FEATURE_NAMES) - 1))  # tenure_days apart
+    assert figures.time_driven == {"tenure_days": False}
     assert figures.detected and figures.prediction_detected
     assert all(figures.psi[name] > 0.1 for name in SHIFTED)
     assert all(figures.psi[name] < 0.05 for name in FEATURE_NAMES if name not in SHIFTED)
+
+
+def test_an_ageing_population_drifts_in_tenure_alone_and_that_is_not_counted(reference: pd.DataFrame) -> None:
+    aged = population(3_000, seed=2).assign(tenure_days=lambda f: f["tenure_days"] + 60)
+    importances = {name: 1.0 for name in FEATURE_NAMES}
+    score = lambda frame: np.tanh(frame["tx_count_7d"].to_numpy() - 2)  # noqa: E731 - a stand-in model
+    figures = compare(reference, aged, score(reference), score(aged), reference_statistics(reference), 0.3,
+                      importances=importances)
+    assert figures.time_driven == {"tenure_days": True}
+    assert figures.drifted == [] and figures.share == 0 and figures.weighted_share == 0 and not figures.detected
+    alerts = drift_alerts(_compare(reference, population(3_000, seed=2, shift=0.5).assign(
+        tenure_days=lambda f: f["tenure_days"] + 60)), MonitoringSettings(), "3", "snapshot")
+    assert "tenure_days" not in alerts[0].summary and "Time-driven, not counted: tenure_days" in alerts[0].description
 
 
 def test_psi_sees_a_mass_of_zeros_move() -> None:

@@ -127,3 +127,13 @@ def test_logged_answers_keep_a_versions_latest_answer_per_customer_and_day() -> 
         "logged_at": [stamp, stamp + pd.Timedelta(minutes=1), stamp, stamp, stamp]})
     kept = logged_answers(frame)
     assert kept["customer_id"].tolist() == ["a"] and kept["label"].tolist() == [2]
+
+
+def test_bench_report_judges_the_estimate_targets() -> None:
+    from activity.bench_report import checks
+
+    figures = {"estimated_auc_abs_error": 0.02, "days_to_detect_estimated": 1, "days_to_detect_realized": 31,
+               "false_alarms": 0}
+    assert [c.met for c in checks("estimate", figures)] == [True, True, True]
+    late = figures | {"days_to_detect_estimated": None, "false_alarms": 2, "estimated_auc_abs_error": 0.05}
+    assert [c.met for c in checks("estimate", late)] == [False, None, False]
