@@ -84,6 +84,9 @@ def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(wa
     assert drifted.figures.share >= settings.monitoring.drift_share_threshold > calm.figures.share
     # the channel mix moved: those features are among the drifted ones, and their PSI says so too
     assert {"share_in_store_90d", "share_other_90d"} <= set(drifted.figures.drifted)
+    # the customers aged 4 weeks: tenure moves by construction, reported apart and never counted
+    assert set(calm.figures.time_driven) == {"tenure_days"} and "tenure_days" not in drifted.figures.drifted
+    assert 0 <= drifted.figures.weighted_share <= 1  # the champion logged its importances
     assert drifted.figures.psi["share_other_90d"] > 0.25 > calm.figures.psi["share_other_90d"]
 
     assert drifted.alerts_delivered and len(receiver.bodies) == 1
@@ -108,6 +111,32 @@ def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(wa
     assert run.data.tags["job"] == "drift" and run.data.tags["model_version"] == drifted.model_version
     assert {a.path for a in mlflow_client.list_artifacts(drifted.run_id, "drift")} == {
         f"drift/{drifted.report_path.name}", "drift/figures.json"}
+
+
+def test_the_champions_quality_is_estimated_exported_and_logged(watched) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    from monitoring.estimate_job import run_estimate
+    from tests.conftest import settings_env
+    from training.tracking import client
+
+    settings, _ = watched
+    report = run_estimate(settings, source="snapshot")
+    (group,) = report.groups
+    champion = client(settings).get_model_version_by_alias(settings.mlflow.registered_model, "champion")
+    assert report.source == "snapshot" and group.version == str(champion.version) and group.arm == "champion"
+    assert 0.5 < group.estimate.roc_auc < 1 and group.estimate.roc_auc in group.estimate.roc_auc_band
+    assert group.test_roc_auc is not None and group.estimate.rows > 1_000
+    assert _gauge("activity_monitor_estimated_quality", {"version": group.version, "arm": "champion",
+                                                         "metric": "roc_auc"}) == pytest.approx(group.estimate.roc_auc)
+    run = client(settings).get_run(report.run_id)
+    assert run.data.tags["job"] == "estimate"
+    assert run.data.metrics[f"v{group.version}_champion_roc_auc"] == pytest.approx(group.estimate.roc_auc)
+    done = subprocess.run([sys.executable, "-m", "activity", "monitor", "estimate", "--source", "snapshot"],
+                          env=settings_env(settings), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "CBPE" in done.stdout and "MLflow run" in done.stdout
 
 
 def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) -> None:  # noqa: ANN001

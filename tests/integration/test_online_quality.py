@@ -206,6 +206,11 @@ def test_online_quality_matches_a_direct_computation(quality_stack) -> None:  # 
         assert REGISTRY.get_sample_value("activity_monitor_online_quality_samples",
                                          {"version": version, "arm": arm}) == group.n
     print("\nonline quality:", json.dumps(measured), "A/B:", report.arm_test.summary())
+    for key, estimated in report.estimated.items():  # the CBPE of the same answers, beside the realized figures
+        print(f"estimated {key}: {json.dumps({k: round(v, 4) for k, v in estimated.items()})}")
+    assert set(report.estimated) == {"1/champion", "2/challenger"}
+    assert all(0.5 < e["estimated_roc_auc"] < 1 for e in report.estimated.values())
+    assert "| estimated ROC-AUC | realized ROC-AUC |" in report.markdown()
 
     n1, n2 = groups[("1", "champion")].n, groups[("2", "challenger")].n
     pooled = (correct["champion"] + correct["challenger"]) / (n1 + n2)
@@ -239,6 +244,29 @@ def test_online_quality_matches_a_direct_computation(quality_stack) -> None:  # 
     posted = [alert for body in Webhook.received for alert in body["alerts"]]
     assert [a["labels"]["alertname"] for a in posted] == [a.name for a in report.alerts]
     assert report.alerts_delivered
+
+
+def test_calibration_is_checked_on_matured_answers_and_each_versions_map_refit(quality_stack) -> None:  # noqa: ANN001
+    from prometheus_client import REGISTRY
+
+    from monitoring.calibration import load_map
+    from monitoring.calibration_job import run_calibration
+    from monitoring.estimate_job import calibration_dir
+
+    settings, _ = quality_stack
+    settings = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(
+        update={"calibration_min_rows": 50})})
+    results = run_calibration(settings)
+    assert {r.version for r in results} == {"1", "2"}
+    for r in results:
+        print(f"calibration v{r.version}: {json.dumps({k: round(v, 4) for k, v in r.check.values().items()})}; "
+              f"{r.refit}")
+        assert r.check.rows > 50 and 0 <= r.check.ece <= 1
+        assert REGISTRY.get_sample_value("activity_monitor_calibration_ece",
+                                         {"version": r.version, "probabilities": "raw"}) == pytest.approx(r.check.ece)
+        if r.refit.startswith("refit"):
+            assert load_map(calibration_dir(settings), r.version).rows == r.check.rows
+    assert any(r.refit.startswith("refit") for r in results)
 
 
 def first_run_id(settings: Settings) -> str:
