@@ -818,6 +818,7 @@ def monitor_quality(
 
 
 def _print_quality(report) -> None:  # noqa: ANN001 - monitoring.quality.QualityReport
+    from activity.estimate_report import print_estimated_beside_realized
     from training.labels import CLASSES
 
     def cell(values: dict[str, float], name: str) -> str:
@@ -841,6 +842,7 @@ def _print_quality(report) -> None:  # noqa: ANN001 - monitoring.quality.Quality
                 [f"too few (< {report.min_predictions})", *[""] * (len(names) - 1)]
             table.add_row(group.version, group.arm, f"{group.n:,}", *cells)
         console.print(table)
+        print_estimated_beside_realized(console, report)
         console.print(f"A/B: {report.arm_test.summary()}" if report.arm_test is not None else
                       "A/B: no test (both arms need a scored group)")
     if report.champion_version is not None and report.champion_test_macro_f1 is not None:

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from monitoring.calibration_job import VersionCalibration
 from monitoring.estimate_job import EstimateReport
+from monitoring.quality import QualityReport
 from training.labels import CLASSES
 
 
@@ -43,3 +44,22 @@ def print_calibration(console: Console, results: list[VersionCalibration]) -> No
         table.add_row(r.version, f"{c.rows:,}", f"{c.ece:.4f}", f"{c.ece_mapped:.4f}", f"{c.log_loss:.4f}",
                       f"{c.log_loss_mapped:.4f}", r.refit)
     console.print(table)
+
+
+def print_estimated_beside_realized(console: Console, report: QualityReport) -> None:
+    """For ``monitor quality``: per scored group, what the answers' probabilities promised beside what happened."""
+    table = Table("version", "arm", "estimated ROC-AUC", "realized ROC-AUC", "estimated macro-F1", "realized macro-F1",
+                  title="estimated (CBPE, from the answers' probabilities) beside realized")
+    for group in report.groups:
+        estimated = report.estimated.get(f"{group.version}/{group.arm}")
+        if estimated is None or not group.scored:
+            continue
+        values = group.values()
+        table.add_row(group.version, group.arm, *[_cell(v) for v in (
+            estimated["estimated_roc_auc"], values["roc_auc"], estimated["estimated_macro_f1"], values["macro_f1"])])
+    if table.row_count:
+        console.print(table)
+
+
+def _cell(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"
