@@ -40,7 +40,9 @@ monitor_app = typer.Typer(help="Drift and online quality: the champion watched a
 app.add_typer(monitor_app, name="monitor")
 
 console = Console()
-err_console = Console(stderr=True)
+# An error is one line whatever the terminal's width: rich would otherwise break it at the width of
+# whichever of stdin/stdout/stderr is a terminal (or $COLUMNS), splitting a setting's name or a command.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(Exception):
