@@ -21,6 +21,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from infra.kafka_log import client_logging
+
 ENV_PREFIX = "ACTIVITY_"
 CONFIG_FILE_ENV = "ACTIVITY_CONFIG"
 DEFAULT_CONFIG_FILE = "activity.yaml"
@@ -60,6 +62,9 @@ class KafkaSettings(_Section):
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_ca_location: Path | None = None
+    client_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="ERROR", description="Least severe line of librdkafka's own log that reaches the log (logger "
+                                     "activity.kafka.client; a repeated line once a minute).")
 
     @property
     def embedded(self) -> bool:
@@ -74,6 +79,7 @@ class KafkaSettings(_Section):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": self.security_protocol,
+            **client_logging(self.client_log_level),
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

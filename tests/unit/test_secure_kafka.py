@@ -88,6 +88,8 @@ def test_the_update_points_kafka_settings_at_the_broker(tls: secure_kafka.TlsFil
                                         username="alice", password="pw", paths=None, process=None)  # type: ignore[arg-type]
     kafka = broker.kafka_settings(KafkaSettings(partitions=2), sasl_password="other")
     assert not kafka.embedded and kafka.partitions == 2
-    assert kafka.client_config() == {
+    config = kafka.client_config()
+    assert config.pop("logger").name == "activity.kafka.client" and config.pop("log_level") == 3
+    assert config == {
         "bootstrap.servers": "127.0.0.1:29092", "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "alice", "sasl.password": "other", "ssl.ca.location": str(tls.ca)}
