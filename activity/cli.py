@@ -67,10 +67,12 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
     from infra.jars import JarFetchError
     from infra.kafka_broker import BrokerError
+    from infra.reachability import ServiceUnavailable
     from streaming.publish import ReplayError
     from streaming.runner import StreamError
 
-    return (UserError, BrokerError, JarFetchError, ReplayError, StreamError, KafkaException, KeyError, ValueError)
+    return (UserError, BrokerError, JarFetchError, ReplayError, StreamError, ServiceUnavailable, KafkaException,
+            KeyError, ValueError)
 
 
 # --------------------------------------------------------------------------------------- stack
@@ -471,8 +473,15 @@ def serve_run(
 
     import uvicorn
 
+    from infra.reachability import ServiceUnavailable, require_all
+    from serving.main import serving_requirements
+
     cfg = settings()
     _logging(cfg)
+    try:
+        require_all(*serving_requirements(cfg))
+    except ServiceUnavailable as exc:
+        raise fail(exc) from None
     bind_host, bind_port = host or cfg.serving.host, port or cfg.serving.port
     os.environ.update(settings_environment(cfg))  # the factory in the worker reads the same settings
     console.print(f"scorer on http://{bind_host}:{bind_port}  (OpenAPI: /docs; a token: `activity serve token`)")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI
 
 from activity_settings import Settings, load_settings
+from infra.reachability import Requirement, kafka_requirement, redis_requirement
 from serving.app import create_app
 
 log = logging.getLogger("activity.serving")
@@ -45,6 +47,18 @@ def build_app(settings: Settings, prediction_log: bool | None = None) -> FastAPI
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def serving_requirements(settings: Settings) -> list[Requirement | None]:
+    """The servers the scorer cannot start without: Kafka for the prediction log, Redis as the online store.
+
+    The registry is not one: without it the scorer serves the cached champion, or the heuristic.
+    """
+    kafka = None
+    if settings.serving.prediction_log:
+        kafka = kafka_requirement(settings.kafka)
+        kafka = replace(kafka, service="Kafka (for the prediction log; serving.prediction_log=false turns it off)")
+    return [kafka, redis_requirement(settings.feature_store)]
 
 
 def app_from_environment() -> FastAPI:

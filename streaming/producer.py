@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from activity_settings import KafkaSettings
 from infra.kafka_access import ClientErrors
+from infra.reachability import kafka_requirement, require
 
 # Throughput-oriented but lossless: idempotence implies acks=all and ordered retries per
 # partition. Only failed deliveries are reported back, so the per-message cost stays in C;
@@ -54,6 +55,7 @@ class TransactionPublisher:
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str, overrides: dict[str, object] | None = None):
+        require(kafka_requirement(kafka))  # no broker: one line naming the setting, not a flush timeout
         self.topic = topic
         self.report = DeliveryReport()
         self._errors = ClientErrors(kafka)

@@ -11,12 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from activity_settings import Settings
-from features.store import FeatureWriter
 from infra.kafka_access import KafkaAccessError, admin_client, cluster_metadata
-from infra.spark import spark_session
+from infra.reachability import ServiceUnavailable, kafka_requirement, redis_requirement, require_all
 from infra.topics import topic_offsets
 from streaming import metrics
-from streaming.job import MicroBatch, read_kafka
 from streaming.paths import StreamPaths
 
 log = logging.getLogger("activity.stream")
@@ -83,6 +81,10 @@ def run_stream(
 ) -> StreamSummary:
     """Run until stopped (SIGINT/SIGTERM), or, with ``until_idle_s``, until caught up and idle that long."""
     kafka = settings.kafka
+    try:  # nothing listening fails here within seconds, naming the setting and the command that starts it
+        require_all(kafka_requirement(kafka), redis_requirement(settings.feature_store))
+    except ServiceUnavailable as exc:
+        raise StreamError(str(exc)) from None
     try:  # a refused login or certificate fails here within about a second, naming the settings
         topics = cluster_metadata(*admin_client(kafka), timeout_s=10.0).topics
     except KafkaAccessError as exc:
@@ -97,6 +99,12 @@ def run_stream(
     if settings.streaming.metrics_port:
         serve_metrics(settings.streaming.metrics_port, settings.streaming.metrics_host)
         report(f"metrics on http://127.0.0.1:{settings.streaming.metrics_port}/metrics")
+    # Feast and PySpark take seconds to import (tens on a loaded machine): deferred until the services
+    # above answered, so that a missing one is reported at once, and so that the CLI can import StreamError.
+    from features.store import FeatureWriter
+    from infra.spark import spark_session
+    from streaming.job import MicroBatch, read_kafka
+
     spark = spark_session(settings, "activity-stream", STREAM_SPARK_CONF)
     writer = FeatureWriter.open(settings)
     handler = MicroBatch(settings, spark, writer, paths)
