@@ -93,3 +93,6 @@ def test_stream_without_a_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "does not answer" in result.stderr and "activity stack up" in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1  # one line: no librdkafka log, no wrapping at the terminal's width
+    assert "rdkafka" not in result.stderr and "%3|" not in result.stderr
+    assert "kafka.bootstrap_servers" in result.stderr and "ACTIVITY_KAFKA__BOOTSTRAP_SERVERS" in result.stderr
