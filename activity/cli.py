@@ -255,11 +255,13 @@ def _print_report(report, topic: str) -> None:  # noqa: ANN001 - DeliveryReport
 @topic_app.command("stats")
 def topic_stats() -> None:
     """Messages stored per topic and partition."""
+    from infra.reachability import kafka_requirement, require
     from infra.topics import topic_names, topic_offsets
 
     cfg = settings()
     table = Table("topic", "partition", "first offset", "next offset", "messages")
     try:
+        require(kafka_requirement(cfg.kafka))
         for name in topic_names(cfg.kafka):
             for partition, (low, high) in topic_offsets(cfg.kafka, name).items():
                 table.add_row(name, str(partition), f"{low:,}", f"{high:,}", f"{high - low:,}")
@@ -439,10 +441,14 @@ def train_status() -> None:
     """The registered versions behind the champion and challenger aliases, with their test metrics."""
     from mlflow.exceptions import MlflowException
 
+    from infra.reachability import ServiceUnavailable
     from training import tracking
 
     cfg = settings()
-    client = tracking.client(cfg)
+    try:
+        client = tracking.client(cfg)
+    except ServiceUnavailable as exc:
+        raise fail(exc) from None
     table = Table("alias", "version", "created", "ROC-AUC", "macro-F1", "promotion")
     for alias in (tracking.CHAMPION, tracking.CHALLENGER):
         try:

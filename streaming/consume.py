@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from activity_settings import KafkaSettings
+from infra.reachability import kafka_requirement, require
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,12 @@ def read_topic(
     idle_timeout_s: float = 5.0,
     batch: int = 10_000,
 ) -> Iterator[Record]:
-    """Yield records until ``limit`` is reached or nothing new arrives for ``idle_timeout_s``."""
+    """Yield records until ``limit`` is reached or nothing new arrives for ``idle_timeout_s``.
+
+    Raises ``ServiceUnavailable`` at once when nothing listens at the broker's address: a consumer alone
+    would wait out ``idle_timeout_s`` and end as if the topic were empty.
+    """
+    require(kafka_requirement(kafka))
     consumer = Consumer({
         **kafka.client_config(),
         "group.id": f"activity-read-{uuid.uuid4().hex[:8]}",

@@ -23,6 +23,7 @@ import pandas as pd
 
 from activity_settings import Settings
 from features.transform import FEATURE_NAMES
+from infra.reachability import mlflow_requirement, require_all
 from training.labels import CLASSES
 
 ENSEMBLE_FILE = "ensemble.joblib"
@@ -66,7 +67,12 @@ def _is_database(uri: str) -> bool:
 
 
 def client(settings: Settings) -> mlflow.MlflowClient:
-    """An MLflow client bound to the settings' tracking and registry store (also made the process default)."""
+    """An MLflow client bound to the settings' tracking and registry store (also made the process default).
+
+    Raises ``ServiceUnavailable`` at once when the server (or database) the settings name does not listen:
+    MLflow's own client would retry it for minutes.
+    """
+    require_all(mlflow_requirement(settings.mlflow))
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -69,6 +69,17 @@ def test_train_run_without_its_mlflow_server(tmp_path: Path) -> None:
     assert "ACTIVITY_MLFLOW__TRACKING_URI" in message and "mlflow server" in message
 
 
+def test_train_status_without_its_mlflow_server(tmp_path: Path) -> None:
+    env = settings_env(stack_settings(tmp_path)) | {"ACTIVITY_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    assert "ACTIVITY_MLFLOW__TRACKING_URI" in _one_clear_line(env, "train", "status")
+
+
+@pytest.mark.parametrize("command", [["topic", "stats"], ["topic", "tail", "--idle", "30"]])
+def test_topic_commands_without_a_broker(tmp_path: Path, command: list[str]) -> None:
+    message = _one_clear_line(settings_env(stack_settings(tmp_path)), *command)  # tail no longer idles out
+    assert "`activity stack up`" in message and "ACTIVITY_KAFKA__BOOTSTRAP_SERVERS" in message
+
+
 def test_train_run_without_the_postgresql_behind_mlflow(tmp_path: Path) -> None:
     uri = f"postgresql://mlflow@127.0.0.1:{free_port()}/mlflow"
     env = settings_env(stack_settings(tmp_path)) | {"ACTIVITY_MLFLOW__TRACKING_URI": uri}

@@ -114,6 +114,14 @@ def test_the_scorer_needs_kafka_only_for_its_prediction_log_and_redis_only_as_it
     assert "feature_store.redis_connection_string" in _refusal(*redis)
 
 
+def test_every_mlflow_client_checks_its_server_first(tmp_path) -> None:  # noqa: ANN001
+    from training.tracking import client
+
+    settings = load_settings(data_dir=tmp_path, mlflow={"tracking_uri": f"http://127.0.0.1:{free_port()}"})
+    assert "ACTIVITY_MLFLOW__TRACKING_URI" in _refusal_of(lambda: client(settings))
+    client(load_settings(data_dir=tmp_path))  # SQLite under the data directory: nothing to reach
+
+
 def test_training_without_its_mlflow_server_fails_before_any_work(tmp_path) -> None:  # noqa: ANN001
     import mlflow  # noqa: F401 - imported by train(); not part of the time it takes to fail
 
