@@ -28,7 +28,14 @@ CONFIG_FILE_ENV = "ACTIVITY_CONFIG"
 DEFAULT_CONFIG_FILE = "activity.yaml"
 
 
-class SettingsError(ValueError):
+class ActivityError(Exception):
+    """The base of the platform's errors: the message says what went wrong and what to do about it.
+
+    The command line prints any of them as one line with a non-zero exit code, never a traceback.
+    """
+
+
+class SettingsError(ActivityError, ValueError):
     """A setting is invalid; the message names it and says how it was given."""
 
 

@@ -442,15 +442,16 @@ def train_status() -> None:
     from mlflow.exceptions import MlflowException
 
     from infra.reachability import ServiceUnavailable
-    from training import tracking
+    from model_contract import registry
+    from model_contract.artifacts import CHALLENGER, CHAMPION
 
     cfg = settings()
     try:
-        client = tracking.client(cfg)
+        client = registry.client(cfg)
     except ServiceUnavailable as exc:
         raise fail(exc) from None
     table = Table("alias", "version", "created", "ROC-AUC", "macro-F1", "promotion")
-    for alias in (tracking.CHAMPION, tracking.CHALLENGER):
+    for alias in (CHAMPION, CHALLENGER):
         try:
             version = client.get_model_version_by_alias(cfg.mlflow.registered_model, alias)
         except MlflowException:
@@ -677,14 +678,15 @@ def monitor_drift(
     """
     from mlflow.exceptions import MlflowException
 
-    from monitoring.drift import SOURCES, DriftError, run_drift
+    from activity.retraining import drift_then_retrain
+    from monitoring.drift import SOURCES, DriftError
 
     cfg = settings()
     if source is not None and source not in (*SOURCES, "auto"):
         raise fail(f"--source must be one of {', '.join((*SOURCES, 'auto'))}, not {source!r}")
     try:
         with console.status("drift") as status:
-            outcome = run_drift(cfg, source=source, retrain=retrain, progress=lambda step: status.update(step))
+            outcome = drift_then_retrain(cfg, source=source, retrain=retrain, progress=lambda step: status.update(step))
     except (*_known_errors(), DriftError, MlflowException, OSError) as exc:
         raise fail(f"drift run failed: {exc}") from None
     _print_drift(outcome)
@@ -717,8 +719,8 @@ def monitor_schedule(
     """
     from prometheus_client import start_http_server
 
+    from activity.retraining import drift_then_retrain
     from monitoring.calibration_job import run_calibration
-    from monitoring.drift import run_drift
     from monitoring.estimate_job import run_estimate
     from monitoring.quality import run_quality
     from training.schedule import CronJob, run_jobs
@@ -733,7 +735,7 @@ def monitor_schedule(
                        f"monitoring.metrics_port): {exc}") from None
         console.print(f"metrics on http://{m.metrics_host}:{m.metrics_port}/metrics")
     jobs = [
-        CronJob("drift", m.drift_schedule, lambda: run_drift(cfg).summary()),
+        CronJob("drift", m.drift_schedule, lambda: drift_then_retrain(cfg).summary()),
         CronJob("quality", m.quality_schedule,
                 lambda: f"{run_quality(cfg).matured:,} matured predictions scored"),
         CronJob("calibration", m.calibration_schedule,
@@ -836,7 +838,7 @@ def monitor_quality(
 
 def _print_quality(report) -> None:  # noqa: ANN001 - monitoring.quality.QualityReport
     from activity.estimate_report import print_estimated_beside_realized
-    from training.labels import CLASSES
+    from model_contract.labels import CLASSES
 
     def cell(values: dict[str, float], name: str) -> str:
         value = values.get(name, float("nan"))

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
-from activity_settings import Settings, StreamingSettings, TopicSettings
+from activity_settings import ActivityError, Settings, StreamingSettings, TopicSettings
 from features.store import FeatureWriter, historical_features, online_features
 from infra.stack import stack_up
 from infra.topics import ensure_topics, topic_offsets
@@ -44,7 +44,7 @@ MALFORMED = [
 ]
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(ActivityError, RuntimeError):
     """A step's check failed; the message says which and what was seen."""
 
 
@@ -82,8 +82,8 @@ def _drop_old_demos(settings: Settings, keep: str) -> None:
 
 
 def run_demo(settings: Settings, console: Console, customers: int, days: int, shift_days: int = 28) -> None:
+    from model_contract.triton_repository import repository_dir
     from monitoring.receiver import AlertReceiver
-    from training.triton_export import repository_dir
 
     step = _Steps(console)
     figures: dict[str, str] = {}
@@ -282,9 +282,9 @@ def _estimate(demo: Settings, console: Console) -> str:
 
 
 def _drift(demo: Settings, console: Console) -> Any:
-    from monitoring.drift import run_drift
+    from activity.retraining import drift_then_retrain
 
-    drift = run_drift(demo, progress=lambda line: console.print(f"  [dim]{line}[/dim]"))
+    drift = drift_then_retrain(demo, progress=lambda line: console.print(f"  [dim]{line}[/dim]"))
     console.print(f"  {drift.summary()}")
     counted = {name: value for name, value in drift.figures.psi.items() if name not in drift.figures.time_driven}
     top = sorted(counted.items(), key=lambda item: -item[1])[:5]
@@ -296,7 +296,7 @@ def _drift(demo: Settings, console: Console) -> Any:
 
 
 def _print_figures(console: Console, figures: dict[str, str], demo: Settings, paths: dict[str, Path]) -> None:
-    from training.tracking import tracking_uri
+    from model_contract.registry import tracking_uri
 
     table = Table("what", "figure", title="the platform, end to end")
     for name, value in figures.items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from model_contract.labels import CLASSES
 from monitoring.calibration_job import VersionCalibration
 from monitoring.estimate_job import EstimateReport
 from monitoring.quality import QualityReport
-from training.labels import CLASSES
 
 
 def print_estimate(console: Console, report: EstimateReport) -> None:

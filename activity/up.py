@@ -27,14 +27,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 
 ERROR_MARKERS = ("Traceback (most recent call last)", " ERROR ", "[error]", "Exception in thread")
 # Spark and Py4J log these at ERROR on a normal shutdown; they are not failures of the platform.
 BENIGN = ("SparkUI", "ShutdownHookManager", "Py4J", "py4j", "ContextCleaner")
 
 
-class UpFailed(RuntimeError):
+class UpFailed(ActivityError, RuntimeError):
     """A service did not come up; the message names it and its log."""
 
 
@@ -200,7 +200,8 @@ def _history_start(settings: Settings, history_days: int) -> date:
 def _has_champion(settings: Settings) -> bool:
     from mlflow.exceptions import MlflowException
 
-    from training.tracking import CHAMPION, client
+    from model_contract.artifacts import CHAMPION
+    from model_contract.registry import client
 
     try:
         client(settings).get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
@@ -256,7 +257,7 @@ def _wait_ready(settings: Settings, scorer: Service, timeout_s: float = 180) -> 
 
 
 def _print_where(console: Console, settings: Settings, token: str, logs: Path, customer: str) -> None:
-    from training.tracking import tracking_uri
+    from model_contract.registry import tracking_uri
 
     base = f"http://{settings.serving.host}:{settings.serving.port}"
     lines = [

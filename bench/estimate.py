@@ -39,13 +39,13 @@ from activity_settings import MonitoringSettings, load_settings
 from bench.common import log, machine, print_result
 from bench.estimate_world import Champion, World, train_champion
 from features.transform import FEATURE_NAMES
+from model_contract.evaluate import evaluate
+from model_contract.labels import LabelPolicy
+from model_contract.reference import bin_edges, bin_shares, psi
 from monitoring.calibration import CalibrationError, CalibrationMap, fit_calibration
 from monitoring.drift_share import drift_shares
 from monitoring.estimate import estimate, estimate_alert
-from training.evaluate import evaluate
-from training.labels import LabelPolicy
 from training.model import ModelParams
-from training.reference import bin_edges, bin_shares, psi
 
 SCENARIOS = ("none", "harmful", "harmless")
 # Each shifted scenario's group, 40 % of the day's customers by their rank in one feature: those with a

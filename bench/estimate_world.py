@@ -3,7 +3,7 @@
 No Kafka, Spark or Feast: the simulator's events go through the tests' pandas twin of the
 stream's daily partials into ``streaming.history.ActivityHistory`` (the stream's own state
 store) and THE transform, so the features are the ones the platform would compute; the labels
-are the trainer's (``training.labels``), the model the trainer's ensemble (``training.model``).
+are the trainer's (``model_contract.labels``), the model the trainer's ensemble (``training.model``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 
 from features.transform import FEATURE_NAMES, SECONDS_PER_DAY, window_features
+from model_contract.evaluate import Metrics, evaluate
+from model_contract.labels import LabelPolicy, as_of_days, as_of_grid, label_activity_change
 from streaming.history import ActivityHistory
 from streaming.simulator import Population, make_population, simulate
 from training.dataset import split_by_time
-from training.evaluate import Metrics, evaluate
-from training.labels import LabelPolicy, as_of_days, as_of_grid, label_activity_change
 from training.model import ActivityEnsemble, ModelParams, fit_ensemble
 
 EPOCH = date(1970, 1, 1)

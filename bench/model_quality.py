@@ -34,9 +34,9 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, help="Also write every model's ROC-AUC and macro-F1 here (JSON).")
     args = parser.parse_args()
 
+    from model_contract.evaluate import comparison_table, evaluate, markdown_table
+    from model_contract.onnx_runner import as_matrix
     from training.baselines import fit_baselines
-    from training.evaluate import comparison_table, evaluate, markdown_table
-    from training.model import as_matrix
     from training.oracle import OracleClassifier
     from training.pipeline import build_training_data, fit_models, policy_of
 

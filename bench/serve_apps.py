@@ -30,10 +30,10 @@ def naive() -> FastAPI:
     from activity_settings import load_settings
     from features.store import online_features, open_feature_store
     from features.transform import FEATURE_NAMES
-    from training import tracking
+    from model_contract import registry
 
     settings = load_settings()
-    tracking.client(settings)
+    registry.client(settings)
     store = open_feature_store(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@champion")
     app = FastAPI(default_response_class=ORJSONResponse)

@@ -3,7 +3,7 @@
 The wheel (pinned in requirements.lock) ships Triton 2.51 for CPU with its Python backend and the
 shared libraries it needs; no GPU, container or download is involved. It has no ONNX Runtime
 backend, so the model repository's versions are Python-backend models that run ONNX Runtime
-(``training/triton_python_model.py``).
+(``model_contract/triton_python_model.py``).
 
 What ``start_triton`` does beyond running the binary:
 
@@ -11,7 +11,7 @@ What ``start_triton`` does beyond running the binary:
   backend stub built for this interpreter's Python version (the wheel ships one per version);
 - ``LD_LIBRARY_PATH`` with this interpreter's ``libpython`` folder (the stub links against it) and
   ``PYTHONPATH`` with this environment's site-packages (where the stub's model finds numpy and
-  onnxruntime, see ``training/triton_python_model.py``);
+  onnxruntime, see ``model_contract/triton_python_model.py``);
 - explicit model control (the scorer loads versions through the repository API), HTTP only
   (KServe v2) on 127.0.0.1, metrics on ``serving.triton_metrics_port`` for Prometheus.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from activity_settings import Settings
 from infra.processes import alive, port_taken, proc_start_time, stop_group, tail
-from training.triton_export import repository_dir
+from model_contract.triton_repository import repository_dir
 
 WHEEL = "nvidia-pytriton"
 HOST = "127.0.0.1"

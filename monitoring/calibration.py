@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluate import calibration_error, log_loss, top_label_ece
-from training.labels import CLASSES
+from model_contract.evaluate import calibration_error, log_loss, top_label_ece
+from model_contract.labels import CLASSES
 
 N_CLASSES = len(CLASSES)
 FLOOR = 1e-6  # probabilities are clipped here before the log, as the trainer's stacker does

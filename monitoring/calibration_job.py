@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from activity_settings import Settings
+from model_contract.labels import LabelPolicy
 from monitoring import metrics
 from monitoring.calibration import (
     CalibrationCheck,
@@ -29,7 +30,6 @@ from monitoring.calibration import (
     save_map,
 )
 from monitoring.estimate_job import PROBABILITIES, calibration_dir
-from training.labels import LabelPolicy
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_calibration(settings: Settings, now: datetime | None = None) -> list[Ver
     """One calibration run over the prediction log's matured answers; gauges set, maps stored."""
     from monitoring.predictions import read_predictions
     from monitoring.quality import matured
-    from training.data import NoTrainingData, daily_counts
+    from streaming.archive import EmptyArchive, daily_counts
 
     now = now or datetime.now(UTC)
     t, monitoring = settings.training, settings.monitoring
@@ -83,7 +83,7 @@ def run_calibration(settings: Settings, now: datetime | None = None) -> list[Ver
     predictions = read_predictions(settings.kafka, since=since)
     try:
         daily = daily_counts(settings)
-    except NoTrainingData:
+    except EmptyArchive:
         return []
     results = calibrate_versions(matured(predictions, daily, policy), settings)
     with warnings.catch_warnings():

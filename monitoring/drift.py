@@ -9,14 +9,14 @@ transform, so a difference is a difference in the population, not in code.
 Evidently tests each feature (its method per column type and size: Wasserstein distance for
 numerical columns of this size) and the predicted activity score; PSI is computed over the
 reference's decile bins. The HTML report is saved and logged to MLflow; the figures go to
-Prometheus; alerts go to the webhook; and, by the policy in settings, a drifted dataset starts a
-retraining run.
+Prometheus; alerts go to the webhook; and, by the policy in settings, the outcome carries a
+decision to retrain, which whoever schedules the job acts on (``activity.retraining``): this
+module never starts a training run itself.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
 from collections.abc import Collection, Mapping
@@ -25,26 +25,34 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
+from evidently import DataDefinition, Dataset, Report
+from evidently.metrics import ValueDrift
+from evidently.presets import DataDriftPreset
 
-from activity_settings import MonitoringSettings, Settings
+from activity_settings import ActivityError, MonitoringSettings, Settings
+from features.repo import OFFLINE_DIR
 from features.state import ENTITY_KEY, EVENT_TIMESTAMP
+from features.store import historical_features, open_feature_store, repo_dir
 from features.transform import FEATURE_NAMES
+from model_contract import registry
+from model_contract.artifacts import CHAMPION, REFERENCE_DIR, REFERENCE_FEATURES, REFERENCE_STATISTICS
+from model_contract.labels import CLASSES
+from model_contract.onnx_runner import OnnxScorer, as_matrix
+from model_contract.reference import bin_shares, psi
 from monitoring import metrics
 from monitoring.alerts import Alert, notify
 from monitoring.drift_share import TIME_DRIVEN, drift_shares
-from training.labels import CLASSES
-from training.reference import bin_shares, psi
-
-log = logging.getLogger(__name__)
+from monitoring.predictions import read_predictions
 
 SCORE = "activity_score"  # p(growth) - p(decline): the prediction whose drift is watched
-REFERENCE_ARTIFACTS = "reference"
 SOURCES = ("predictions", "snapshot")
 
 
-class DriftError(RuntimeError):
+class DriftError(ActivityError):
     """A drift run cannot start (no champion, no reference, no current data); the message says why."""
 
 
@@ -90,6 +98,14 @@ class DriftFigures:
 
 
 @dataclass(frozen=True)
+class RetrainDecision:
+    """What the drift -> retraining policy asks of the scheduler: start a run or not, and why."""
+
+    start: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class DriftOutcome:
     figures: DriftFigures
     source: str
@@ -99,7 +115,8 @@ class DriftOutcome:
     run_id: str | None
     alerts: list[Alert] = field(default_factory=list)
     alerts_delivered: bool = True
-    retrain: str | None = None  # what the policy did: None (not asked), or a one-line account
+    decision: RetrainDecision | None = None  # None: no drift, nothing to decide
+    retrain: str | None = None  # what came of the decision: a one-line account (the scheduler's, once it acted)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -132,10 +149,6 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, reference_scores: np
     The drifted share is ours, not Evidently's (``monitoring.drift_share``): time-driven features
     apart, over the features the model uses, unweighted (which decides) and importance-weighted.
     """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
-
     columns = list(FEATURE_NAMES)
     definition = DataDefinition(numerical_columns=[*columns, SCORE])
     ref = reference[columns].astype(np.float64).assign(**{SCORE: reference_scores})
@@ -233,20 +246,18 @@ def should_retrain(detected: bool, last_triggered: datetime | None, now: datetim
 
 def load_reference(settings: Settings, workdir: Path) -> Reference:
     """The champion's training reference (sample and statistics) and its ONNX model."""
-    from training.tracking import CHAMPION, client, load_by_alias
-
-    model = load_by_alias(settings, CHAMPION, workdir / "models")
+    model = registry.load_by_alias(settings, CHAMPION, workdir / "models")
     if model is None:
         raise DriftError(f"no `{CHAMPION}` version of {settings.mlflow.registered_model!r} in the registry: "
                          "run `activity train run` first")
     target = workdir / "reference" / model.version
     target.mkdir(parents=True, exist_ok=True)
     try:
-        local = Path(client(settings).download_artifacts(model.run_id, REFERENCE_ARTIFACTS, str(target)))
+        local = Path(registry.client(settings).download_artifacts(model.run_id, REFERENCE_DIR, str(target)))
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         raise DriftError(f"model v{model.version} has no training reference in run {model.run_id}: {exc}") from exc
-    features = pd.read_parquet(local / "features.parquet")
-    statistics = json.loads((local / "statistics.json").read_text())
+    features = pd.read_parquet(local / REFERENCE_FEATURES)
+    statistics = json.loads((local / REFERENCE_STATISTICS).read_text())
     importances_path = local / "importances.json"
     importances = json.loads(importances_path.read_text()) if importances_path.exists() else None
     return Reference(model.name, model.version, model.run_id, model.onnx_path, features, statistics, importances)
@@ -254,9 +265,6 @@ def load_reference(settings: Settings, workdir: Path) -> Reference:
 
 def current_from_predictions(settings: Settings, store: Any, since: datetime) -> Current | None:
     """Features of the customers answered since ``since``, as of their (latest) request time."""
-    from features.store import historical_features
-    from monitoring.predictions import read_predictions
-
     logged = read_predictions(settings.kafka, since=since)
     logged = logged[~logged["shadow"]]
     if logged.empty:
@@ -274,11 +282,6 @@ def current_from_predictions(settings: Settings, store: Any, since: datetime) ->
 
 def current_from_snapshot(settings: Settings, store: Any) -> Current | None:
     """Every stored customer (sampled to ``drift_max_rows``) as of the newest state in the offline store."""
-    import pyarrow.dataset as ds
-
-    from features.repo import OFFLINE_DIR
-    from features.store import historical_features, repo_dir
-
     offline = repo_dir(settings) / OFFLINE_DIR
     if not offline.is_dir():
         return None
@@ -297,8 +300,6 @@ def current_from_snapshot(settings: Settings, store: Any) -> Current | None:
 
 def current_window(settings: Settings, source: str, now: datetime) -> Current:
     """The current rows by ``source`` (``auto``: predictions when there are enough, else the snapshot)."""
-    from features.store import open_feature_store
-
     store = open_feature_store(settings)
     monitoring = settings.monitoring
     current: Current | None = None
@@ -322,9 +323,6 @@ def current_window(settings: Settings, source: str, now: datetime) -> Current:
 
 def activity_scores(onnx_path: Path, features: pd.DataFrame) -> np.ndarray:
     """The model's activity score per row (the same ONNX graph the scorer runs)."""
-    from training.model import as_matrix
-    from training.onnx_export import OnnxScorer
-
     probabilities = OnnxScorer(onnx_path).predict_proba(as_matrix(features[list(FEATURE_NAMES)]))
     return probabilities[:, CLASSES.index("growth")] - probabilities[:, CLASSES.index("decline")]
 
@@ -358,9 +356,10 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
 
 def run_drift(settings: Settings, source: str | None = None, now: datetime | None = None,
               retrain: bool | None = None, progress: Any = lambda _step: None) -> DriftOutcome:
-    """One drift run: compare, report (HTML, MLflow, Prometheus), alert, and apply the retraining policy.
+    """One drift run: compare, report (HTML, MLflow, Prometheus), alert, and decide on retraining by the policy.
 
-    ``retrain`` overrides ``monitoring.retrain_on_drift`` (None: the setting).
+    ``retrain`` overrides ``monitoring.retrain_on_drift`` (None: the setting). The outcome's
+    ``decision`` says whether a training run should start; starting it is the caller's.
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
@@ -385,11 +384,12 @@ def run_drift(settings: Settings, source: str | None = None, now: datetime | Non
     alerts = drift_alerts(figures, monitoring, reference.model_version, current.source)
     delivered = notify(settings, alerts)
     policy_on = monitoring.retrain_on_drift if retrain is None else retrain
-    decision = _apply_policy(settings, figures.detected, policy_on, now, progress)
+    decision = retrain_decision(settings, figures.detected, policy_on, now)
     metrics.DRIFT_RUNS.labels("drift" if figures.detected else "no_drift").inc()
     metrics.DRIFT_LAST_RUN.set(time.time())
     outcome = DriftOutcome(figures, current.source, current.as_of, reference.model_version, report_path, run_id,
-                           alerts, delivered, decision, time.monotonic() - started)
+                           alerts, delivered, decision, None if decision is None else decision.reason,
+                           time.monotonic() - started)
     metrics.write_textfile(settings, "drift", metrics.DRIFT_METRICS)
     return outcome
 
@@ -421,11 +421,7 @@ def _export(figures: DriftFigures) -> None:
 
 def _log_run(settings: Settings, figures: DriftFigures, reference: Reference, current: Current,
              report_path: Path) -> str | None:
-    import mlflow
-
-    from training.tracking import experiment_id
-
-    with mlflow.start_run(experiment_id=experiment_id(settings, metrics.monitoring_experiment(settings)),
+    with mlflow.start_run(experiment_id=registry.experiment_id(settings, metrics.monitoring_experiment(settings)),
                           run_name=f"drift {current.as_of:%Y-%m-%d %H:%M}",
                           tags={"job": "drift", "model_version": reference.model_version,
                                 "model_run_id": reference.run_id, "source": current.source}) as run:
@@ -447,32 +443,22 @@ def _log_run(settings: Settings, figures: DriftFigures, reference: Reference, cu
         return run.info.run_id
 
 
-def _apply_policy(settings: Settings, detected: bool, policy_on: bool, now: datetime, progress: Any) -> str | None:
+def retrain_decision(settings: Settings, detected: bool, policy_on: bool, now: datetime) -> RetrainDecision | None:
+    """The policy's answer for this run (None when nothing drifted), from the time of the last drift-triggered run."""
     if not detected:
         return None
     if not policy_on:
-        return "not started: monitoring.retrain_on_drift is off"
-    state = _read_state(settings)
-    last = state.get("last_drift_retrain")
+        return RetrainDecision(False, "not started: monitoring.retrain_on_drift is off")
+    last = _read_state(settings).get("last_drift_retrain")
     last_at = datetime.fromisoformat(last) if last else None
     monitoring = settings.monitoring.model_copy(update={"retrain_on_drift": True})
     if not should_retrain(detected, last_at, now, monitoring):
-        return (f"not started: the last drift-triggered run was at {last_at:%Y-%m-%d %H:%M} UTC "
-                f"(monitoring.retrain_min_interval_h = {monitoring.retrain_min_interval_h:g})")
-    from training.pipeline import train
-    from training.schedule import RunInProgress, exclusive_run
+        interval = monitoring.retrain_min_interval_h
+        return RetrainDecision(False, f"not started: the last drift-triggered run was at {last_at:%Y-%m-%d %H:%M} "
+                                      f"UTC (monitoring.retrain_min_interval_h = {interval:g})")
+    return RetrainDecision(True, "drift detected: a training run is due (monitoring.retrain_on_drift)")
 
-    progress("drift detected: starting a training run (monitoring.retrain_on_drift)")
-    _write_state(settings, {**state, "last_drift_retrain": now.isoformat()})
-    try:
-        with exclusive_run(settings):
-            outcome = train(settings)
-    except RunInProgress as exc:
-        metrics.RETRAINS.labels("skipped").inc()
-        return f"skipped: {exc}"
-    except Exception as exc:  # noqa: BLE001 - a failed retraining leaves the champion; the drift run still reports
-        log.exception("drift-triggered training failed")
-        metrics.RETRAINS.labels("failed").inc()
-        return f"failed, champion unchanged: {type(exc).__name__}: {exc}"
-    metrics.RETRAINS.labels("done").inc()
-    return f"done: {outcome.decision.summary()}"
+
+def record_retrain_started(settings: Settings, now: datetime) -> None:
+    """Remember when a drift-triggered run started, for the policy's minimum interval."""
+    _write_state(settings, {**_read_state(settings), "last_drift_retrain": now.isoformat()})

@@ -15,7 +15,7 @@ once their horizon has passed can be computed now, without a single label:
 
 The band around each figure is where the realized figure falls with 95 % probability if the
 probabilities are right: outcomes are drawn from them ``draws`` times and scored exactly like
-``training.evaluate`` scores real ones. A shift of the population toward customers the model is
+``model_contract.evaluate`` scores real ones. A shift of the population toward customers the model is
 unsure about lowers the estimate at once; a shift the model does not care about leaves it.
 
 Everything here is pure: probabilities and decisions in, an ``Estimate`` out.
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from model_contract.labels import CLASSES
 from monitoring.alerts import Alert
-from training.labels import CLASSES
 
 ALERT_NAME = "ActivityEstimatedQualityDrop"
 TOLERANCE = 1e-12  # a drop of exactly the margin does not alert

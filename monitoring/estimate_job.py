@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from activity_settings import Settings
+from model_contract.labels import CLASSES
 from monitoring import metrics
 from monitoring.alerts import Alert, notify
 from monitoring.calibration import load_map
 from monitoring.estimate import Estimate, estimate, estimate_alert
-from training.labels import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,8 @@ def _answers_from_log(settings: Settings, now: datetime) -> tuple[pd.DataFrame, 
 
 def _answers_from_snapshot(settings: Settings, champion: Any) -> tuple[pd.DataFrame, str]:
     from features.store import open_feature_store
+    from model_contract.onnx_runner import OnnxScorer, as_matrix
     from monitoring.drift import current_from_snapshot
-    from training.model import as_matrix
-    from training.onnx_export import OnnxScorer
 
     current = current_from_snapshot(settings, open_feature_store(settings))
     if current is None:
@@ -145,7 +144,8 @@ def _answers_from_snapshot(settings: Settings, champion: Any) -> tuple[pd.DataFr
 
 def run_estimate(settings: Settings, source: str | None = None, now: datetime | None = None) -> EstimateReport:
     """One estimate run: answers, CBPE per version and arm, Prometheus, MLflow, alert."""
-    from training.tracking import CHAMPION, load_by_alias
+    from model_contract.artifacts import CHAMPION
+    from model_contract.registry import load_by_alias
 
     now = now or datetime.now(UTC)
     monitoring = settings.monitoring
@@ -185,9 +185,9 @@ def version_test_figures(settings: Settings) -> dict[str, float | None]:
     """Every registered version's test ROC-AUC (from its training run)."""
     from mlflow.exceptions import MlflowException
 
-    from training import tracking
+    from model_contract import registry
 
-    client = tracking.client(settings)
+    client = registry.client(settings)
     try:
         versions = client.search_model_versions(f"name = '{settings.mlflow.registered_model}'")
     except MlflowException:
@@ -202,11 +202,12 @@ def version_test_figures(settings: Settings) -> dict[str, float | None]:
 def _champion_version(settings: Settings) -> str | None:
     from mlflow.exceptions import MlflowException
 
-    from training import tracking
+    from model_contract import registry
+    from model_contract.artifacts import CHAMPION
 
     try:
-        version = tracking.client(settings).get_model_version_by_alias(settings.mlflow.registered_model,
-                                                                        tracking.CHAMPION)
+        version = registry.client(settings).get_model_version_by_alias(settings.mlflow.registered_model,
+                                                                        CHAMPION)
     except MlflowException:
         return None
     return str(version.version)
@@ -233,7 +234,7 @@ def log_run(settings: Settings, report: EstimateReport, now: datetime) -> str:
     """The report as a run of the monitoring experiment (``job=estimate``)."""
     import mlflow
 
-    from training.tracking import experiment_id
+    from model_contract.registry import experiment_id
 
     with mlflow.start_run(experiment_id=experiment_id(settings, metrics.monitoring_experiment(settings)),
                           run_name=f"estimate {now:%Y-%m-%d %H:%M}",

@@ -16,7 +16,7 @@ import pandas as pd
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from activity_settings import KafkaSettings
-from training.labels import CLASSES
+from model_contract.labels import CLASSES
 
 COLUMNS = ["request_id", "customer_id", "as_of", "label", *[f"p_{name}" for name in CLASSES],
            "model_name", "model_version", "arm", "degraded", "shadow", "logged_at"]

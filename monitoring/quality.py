@@ -2,7 +2,7 @@
 
 A prediction for ``(customer, as_of)`` has *matured* when its horizon has passed in the raw
 archive: its outcome is then the training label, computed by the same code
-(``training.labels.label_activity_change`` on ``training.data.daily_counts``), and the answer is
+(``model_contract.labels.label_activity_change`` on ``streaming.archive.daily_counts``), and the answer is
 scored against it. The archive's latest event day may still be filling up, so it never counts:
 a prediction has matured when ``as_of day + horizon_days <= latest archived day``, i.e. its
 whole outcome window (``as_of day .. as_of day + horizon - 1``) lies in complete days.
@@ -11,7 +11,7 @@ What is scored: the answers (not the challenger's shadow scores) of a registered
 the class-prior, heuristic or single-member fallbacks, which are marked ``degraded``), one per
 ``(customer, as_of day, version, arm)`` (the latest logged), whose customer had been seen before
 ``as_of`` (training labels only those). Per ``(version, arm)``: accuracy, macro and per-class
-precision / recall / F1 and one-vs-rest ROC-AUC, by ``training.evaluate.evaluate`` (so the same
+precision / recall / F1 and one-vs-rest ROC-AUC, by ``model_contract.evaluate.evaluate`` (so the same
 conventions as the test window: a per-class value with a zero denominator is NaN, and so is a
 macro average over it). Groups with fewer than ``monitoring.quality_min_predictions`` are
 reported as too small, not scored.
@@ -39,12 +39,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from scipy.stats import mannwhitneyu, norm
 
 from activity_settings import Settings
+from model_contract import registry
+from model_contract.artifacts import CHAMPION
+from model_contract.evaluate import LOG_LOSS_FLOOR, Metrics, evaluate
+from model_contract.labels import CLASSES, LabelPolicy, as_of_days, label_activity_change
 from monitoring import metrics
 from monitoring.alerts import Alert, notify
-from training.evaluate import LOG_LOSS_FLOOR, Metrics, evaluate
-from training.labels import CLASSES, LabelPolicy, as_of_days, label_activity_change
+from monitoring.predictions import read_predictions
+from streaming.archive import EmptyArchive, daily_counts
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,7 @@ def matured(predictions: pd.DataFrame, daily: pd.DataFrame, policy: LabelPolicy)
     """Scored answers whose horizon has passed, joined with their realized label.
 
     ``predictions`` as ``monitoring.predictions.read_predictions`` returns them; ``daily`` is
-    ``customer_id, day, count`` (``training.data.daily_counts``). Returns the prediction columns
+    ``customer_id, day, count`` (``streaming.archive.daily_counts``). Returns the prediction columns
     plus ``as_of_day`` (epoch day), ``previous``, ``next``, ``change`` and ``outcome`` (the
     realized class index; ``label`` stays the answered one). ``attrs["funnel"]`` counts what was
     dropped at each step, ``attrs["last_day"]`` is the latest archived day (None without any).
@@ -314,8 +321,6 @@ def online_quality(joined: pd.DataFrame, min_predictions: int) -> QualityReport:
 
 def arm_test(joined: pd.DataFrame, groups: list[GroupQuality] | tuple[GroupQuality, ...]) -> ArmTest | None:
     """The tests between each arm's scored version with the most matured predictions (None without both)."""
-    from scipy.stats import mannwhitneyu
-
     picked = {}
     for arm in ARMS:
         candidates = [g for g in groups if g.arm == arm and g.scored]
@@ -342,8 +347,6 @@ def arm_test(joined: pd.DataFrame, groups: list[GroupQuality] | tuple[GroupQuali
 
 def two_proportion_z_test(successes_a: int, n_a: int, successes_b: int, n_b: int) -> tuple[float, float]:
     """``(z, two-sided p)`` for ``p_b - p_a`` with the pooled standard error; ``(0, 1)`` when it is zero."""
-    from scipy.stats import norm
-
     if n_a <= 0 or n_b <= 0:
         raise ValueError("both samples need at least one observation")
     pooled = (successes_a + successes_b) / (n_a + n_b)
@@ -355,7 +358,7 @@ def two_proportion_z_test(successes_a: int, n_a: int, successes_b: int, n_b: int
 
 
 def per_prediction_log_loss(y: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """``-log p(realized class)`` per row, clipped like ``training.evaluate.log_loss``."""
+    """``-log p(realized class)`` per row, clipped like ``model_contract.evaluate.log_loss``."""
     true_class = probabilities[np.arange(len(y)), y]
     return -np.log(np.clip(true_class, LOG_LOSS_FLOOR, 1.0))
 
@@ -426,10 +429,7 @@ def run_quality(settings: Settings, since: datetime | None = None, now: datetime
     in the monitoring experiment, alerts on a champion macro-F1 drop; returns the report (with the
     run id and the alerts). No matured prediction is a report with no groups, not an error.
     """
-    from monitoring.estimate_job import beside_realized
-    from monitoring.predictions import read_predictions
-    from training.data import NoTrainingData, daily_counts
-
+    from monitoring.estimate_job import beside_realized  # deferred: estimate_job imports this module
     now = now or datetime.now(UTC)
     t = settings.training
     policy = LabelPolicy(horizon_days=t.horizon_days, decline_below=t.decline_below, growth_above=t.growth_above)
@@ -437,7 +437,7 @@ def run_quality(settings: Settings, since: datetime | None = None, now: datetime
     predictions = predictions[predictions["logged_at"] <= pd.Timestamp(now)]
     try:
         daily = daily_counts(settings)
-    except NoTrainingData:  # nothing archived yet: no outcome is known
+    except EmptyArchive:  # nothing archived yet: no outcome is known
         daily = pd.DataFrame({"customer_id": pd.Series(dtype=object), "day": pd.Series(dtype=np.int64),
                               "count": pd.Series(dtype=np.int64)})
     joined = matured(predictions, daily, policy)
@@ -475,13 +475,9 @@ def export_gauges(report: QualityReport) -> None:
 
 def champion_test_metric(settings: Settings) -> tuple[str | None, float | None]:
     """The registered champion's version and its run's test macro-F1 ((None, None) without a champion)."""
-    from mlflow.exceptions import MlflowException
-
-    from training import tracking
-
-    client = tracking.client(settings)
+    client = registry.client(settings)
     try:
-        version = client.get_model_version_by_alias(settings.mlflow.registered_model, tracking.CHAMPION)
+        version = client.get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
         return None, None
     value = client.get_run(version.run_id).data.metrics.get(TEST_METRIC)
@@ -490,12 +486,8 @@ def champion_test_metric(settings: Settings) -> tuple[str | None, float | None]:
 
 def log_run(settings: Settings, report: QualityReport, since: datetime | None, now: datetime) -> str:
     """The report as a run of the monitoring experiment: params, per-group metrics, the table as artifacts."""
-    from mlflow.entities import Metric, Param
-
-    from training import tracking
-
-    client = tracking.client(settings)
-    experiment = tracking.experiment_id(settings, metrics.monitoring_experiment(settings))
+    client = registry.client(settings)
+    experiment = registry.experiment_id(settings, metrics.monitoring_experiment(settings))
     run = client.create_run(experiment, run_name=f"quality {now:%Y-%m-%d %H:%M}", tags={
         "job": "quality", "alerts": ",".join(a.name for a in report.alerts) or "none",
         **({"champion_version": report.champion_version} if report.champion_version else {})})

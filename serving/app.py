@@ -24,12 +24,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from activity_settings import Settings
+from model_contract.labels import CLASSES
 from serving import metrics
 from serving.auth import Authenticator, Principal, requires
 from serving.batching import DEFAULT_MAX_SIZE, MicroBatcher
 from serving.problems import REQUEST_ID_PATTERN, Problem, install_problem_handlers
 from serving.ratelimit import RateLimiter
-from training.labels import CLASSES
 
 log = logging.getLogger("activity.serving")
 CUSTOMER_ID = r"^[A-Za-z0-9_.:\-]{1,64}$"

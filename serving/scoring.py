@@ -9,15 +9,11 @@ scoring with the models it started with and never sees a half-loaded one. A relo
 The fallback chain, best first, for when the preferred model is missing or fails at scoring time:
 
 1. ``champion`` (or ``challenger`` when the A/B split asks for it; a failing challenger falls to the champion);
-2. ``single``: the champion's XGBoost member alone, exported with ``single_to_onnx``. The registry does
-   not store the single-member baselines, so it is built at load from ``ensemble.booster`` with an
-   identity stacker (coef = I, intercept = 0: the booster's own probabilities, renormalised after the
-   1e-6 floor) and unit decision weights (plain argmax). No validation data is needed at load, so it
-   is NOT calibrated: the booster was fitted with balanced class weights, so it over-states the
-   minority classes (decline, growth) compared with the stacked champion. The ONNX file is cached
-   beside the downloaded version (``fallback_xgboost.onnx``), so a restart from the cache needs no
-   sklearn/xgboost conversion;
-3. ``heuristic``: no model at all: a fixed softmax over ``training.baselines.recency_frequency_scores``
+2. ``single``: the champion's XGBoost member alone, the ``fallback_xgboost.onnx`` the trainer wrote
+   into the version at registration (``training.onnx_export.fallback_to_onnx``: uncalibrated, plain
+   argmax). Nothing is converted at load: the scorer runs ONNX files with onnxruntime only and never
+   imports scikit-learn or XGBoost;
+3. ``heuristic``: no model at all: a fixed softmax over ``model_contract.heuristic.recency_frequency_scores``
    (the last week's pace against the month, the month-on-month trend, recency). Valid probabilities,
    rough decisions; it keeps the API answering when nothing could be loaded.
 
@@ -47,10 +43,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from features.transform import COLD_START, FEATURE_NAMES
-from training.labels import CLASSES
+from model_contract.artifacts import (
+    CHALLENGER,
+    CHAMPION,
+    FALLBACK_ONNX_FILE,
+    INPUT,
+    LABEL,
+    ONNX_FILE,
+    PROBABILITIES,
+    artifact_path,
+)
+from model_contract.heuristic import recency_frequency_scores
+from model_contract.labels import CLASSES
+from model_contract.onnx_runner import OnnxScorer
+from model_contract.registry import RegisteredModel, client, load_by_alias
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -61,17 +71,16 @@ Level = Literal["champion", "challenger", "inprocess", "single", "heuristic"]
 LEVELS: tuple[Level, ...] = ("champion", "challenger", "inprocess", "single", "heuristic")
 DEGRADED_LEVELS = frozenset({"inprocess", "single", "heuristic"})
 MANIFEST = "current.json"
-FALLBACK_FILE = "fallback_xgboost.onnx"
 HEURISTIC_NAME = "recency-frequency-heuristic"
 HEADLINE_METRICS = ("roc_auc", "macro_f1", "log_loss", "ece", "pr_auc", "share_decline", "share_stable", "share_growth")
 LOG_EVERY_S = 60.0  # a failing level is logged at most this often (a broken model would log every request)
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(ActivityError, RuntimeError):
     """The requested level has no usable model (not loaded, or it failed to score)."""
 
 
-class _RegistryDown(RuntimeError):
+class _RegistryDown(ActivityError, RuntimeError):
     """The registry did not answer: nothing about the aliases is known, so nothing changes."""
 
 
@@ -101,7 +110,7 @@ class LoadedModel:
     alias: str
     run_id: str
     directory: Path  # the downloaded version (MLmodel, artifacts/model.onnx, ...)
-    scorer: Any  # training.onnx_export.OnnxScorer
+    scorer: OnnxScorer
     loaded_at: str
     metrics: dict[str, float]
     source: Literal["registry", "cache"]
@@ -109,9 +118,7 @@ class LoadedModel:
 
     @property
     def onnx_path(self) -> Path:
-        from training.tracking import ONNX_FILE
-
-        return self.directory / "artifacts" / ONNX_FILE
+        return artifact_path(self.directory, ONNX_FILE)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
@@ -126,7 +133,7 @@ class FallbackModel:
     name: str
     version: str  # the champion version it was derived from
     path: Path
-    scorer: Any  # OnnxScorer
+    scorer: OnnxScorer
 
 
 @dataclass(frozen=True)
@@ -243,8 +250,6 @@ class ModelHolder:
         A version that failed before is skipped unless ``retry_failed`` (the admin route retries,
         the watcher does not, so a corrupt version is not re-downloaded every poll).
         """
-        from training.tracking import CHALLENGER, CHAMPION
-
         with self._load_lock:
             self.last_checked = _now()
             before = self._served
@@ -278,8 +283,6 @@ class ModelHolder:
 
     def load_cached(self) -> LoadOutcome:
         """Start from ``cache_dir/current.json`` (the last good load) when the registry cannot be reached."""
-        from training.onnx_export import OnnxScorer
-
         with self._load_lock:
             errors: list[str] = []
             try:
@@ -406,8 +409,6 @@ class ModelHolder:
         """The version behind ``alias``: the current one if unchanged, a freshly built one, or (when it is
         missing or rejected) the current one again with the reason in ``errors``. Raises ``_RegistryDown``
         when the registry cannot be read (or the version cannot be downloaded)."""
-        from training.tracking import load_by_alias
-
         try:
             registered = load_by_alias(self.settings, alias, self.cache_dir)
         except Exception as exc:  # noqa: BLE001 - registry down, artifact download failed
@@ -441,23 +442,19 @@ class ModelHolder:
 
     def _registry_problem(self) -> str | None:
         """Why the registry cannot be read, or None when it answers (``load_by_alias`` hides the difference)."""
-        from training.tracking import client
-
         try:
             client(self.settings).search_registered_models(max_results=1)
         except Exception as exc:  # noqa: BLE001
             return _reason(exc)
         return None
 
-    def _build(self, registered: Any, alias: str) -> LoadedModel:
+    def _build(self, registered: RegisteredModel, alias: str) -> LoadedModel:
         scorer = _checked_scorer(registered.onnx_path)
         return LoadedModel(name=registered.name, version=registered.version, alias=alias, run_id=registered.run_id,
                            directory=registered.directory, scorer=scorer, loaded_at=_now(),
                            metrics=self._metrics(registered.run_id), source="registry")
 
     def _metrics(self, run_id: str) -> dict[str, float]:
-        from training.tracking import client
-
         try:
             metrics = client(self.settings).get_run(run_id).data.metrics
         except Exception as exc:  # noqa: BLE001 - metrics are informative only
@@ -466,18 +463,18 @@ class ModelHolder:
         return {name: float(metrics[name]) for name in HEADLINE_METRICS if name in metrics}
 
     def _single_for(self, champion: LoadedModel, retry_failed: bool, errors: list[str]) -> FallbackModel | None:
-        """The XGBoost-only fallback of ``champion`` (see the module docstring), built once per version."""
-        path = champion.directory / FALLBACK_FILE
+        """The XGBoost-only fallback of ``champion`` (see the module docstring), loaded once per version."""
+        path = artifact_path(champion.directory, FALLBACK_ONNX_FILE)
         key = ("single", champion.version)
         if key in self._failed and not retry_failed:
             errors.append(self._failed[key])
             return None
         try:
             if not path.is_file():
-                _export_single(champion.directory, path)
+                raise FileNotFoundError(f"version {champion.version} has no {FALLBACK_ONNX_FILE}: it was registered "
+                                        "before the trainer wrote one; `activity train run` registers one with it")
             return FallbackModel(f"{champion.name}/xgboost-only", champion.version, path, _checked_scorer(path))
         except Exception as exc:  # noqa: BLE001 - the champion still serves; only the middle fallback is missing
-            path.unlink(missing_ok=True)
             self._failed[key] = f"single-member fallback of version {champion.version} unavailable: {_reason(exc)}"
             errors.append(self._failed[key])
             return None
@@ -486,9 +483,7 @@ class ModelHolder:
         if not entry:
             return None
         directory = Path(entry["path"])
-        from training.tracking import ONNX_FILE
-
-        scorer = _checked_scorer(directory / "artifacts" / ONNX_FILE)
+        scorer = _checked_scorer(artifact_path(directory, ONNX_FILE))
         return LoadedModel(name=entry["name"], version=str(entry["version"]), alias=entry["alias"],
                            run_id=entry["run_id"], directory=directory, scorer=scorer,
                            loaded_at=_now(), metrics=dict(entry.get("metrics", {})), source="cache")
@@ -533,10 +528,6 @@ def heuristic_probabilities(x: np.ndarray) -> np.ndarray:
     logits are ``(-z, 1, +z)``, so a slowing or lapsing customer leans to decline, an accelerating one
     to growth. Hand-set, not fitted: valid probabilities, rough decisions.
     """
-    import pandas as pd
-
-    from training.baselines import recency_frequency_scores
-
     scores = recency_frequency_scores(pd.DataFrame(np.asarray(x, dtype=np.float64), columns=list(FEATURE_NAMES)))
     recency, frequency, pace, trend = scores.T
     z = np.where(frequency > 0, pace + 0.5 * trend - 0.25 * recency, 0.0)
@@ -553,10 +544,8 @@ def _as_features(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _run(scorer: Any, x: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray]:
+def _run(scorer: OnnxScorer, x: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and decided labels in one onnxruntime call; any failure or non-finite output -> unavailable."""
-    from training.onnx_export import INPUT, LABEL, PROBABILITIES
-
     try:
         probabilities, label = scorer.session.run([PROBABILITIES, LABEL], {INPUT: x})
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base worth naming
@@ -577,10 +566,8 @@ def _run_remote(remote: Any, x: np.ndarray, level: str) -> tuple[np.ndarray, np.
     return probabilities, label
 
 
-def _checked_scorer(path: Path) -> Any:
+def _checked_scorer(path: Path) -> OnnxScorer:
     """An ``OnnxScorer`` that loads, was fitted on ``FEATURE_NAMES`` and gives valid probabilities."""
-    from training.onnx_export import OnnxScorer
-
     scorer = OnnxScorer(path)
     if scorer.feature_names and scorer.feature_names != tuple(FEATURE_NAMES):
         raise ValueError(f"model was fitted on {len(scorer.feature_names)} other features, not FEATURE_NAMES")
@@ -591,22 +578,6 @@ def _checked_scorer(path: Path) -> Any:
     if probabilities.shape != (1, len(CLASSES)) or abs(float(probabilities.sum()) - 1.0) > 1e-4:
         raise ValueError(f"model output {probabilities!r} is not a probability vector over {CLASSES}")
     return scorer
-
-
-def _export_single(directory: Path, target: Path) -> None:
-    """``single_to_onnx`` of the version's XGBoost member with an identity stacker (needs sklearn/xgboost)."""
-    import joblib
-
-    from training.model import SingleModel, Stacker
-    from training.onnx_export import save, single_to_onnx
-    from training.tracking import ENSEMBLE_FILE
-
-    ensemble = joblib.load(directory / "artifacts" / ENSEMBLE_FILE)
-    n = len(CLASSES)
-    single = SingleModel("xgboost", ensemble.booster, Stacker(coef=np.eye(n), intercept=np.zeros(n)), np.ones(n))
-    temporary = target.with_suffix(".tmp")
-    save(single_to_onnx(single), temporary)
-    temporary.replace(target)
 
 
 def _versions(served: Served) -> tuple[str | None, str | None, str | None]:

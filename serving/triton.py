@@ -12,7 +12,7 @@ first call after that tries Triton again, so answers recover by themselves when 
 
 ``TritonVersions`` keeps Triton's loaded versions equal to what the holder serves, through the
 repository API (Triton runs in explicit model-control mode): each version is a Triton model of its
-own (``training.triton_export``), loaded before the holder swaps to it and unloaded once no served
+own (``model_contract.triton_repository``), loaded before the holder swaps to it and unloaded once no served
 model names it; the holder keeps the previous champion loaded until the next change, so a request
 never names a version Triton has not loaded, and loading one version never disturbs another. A
 Triton that restarted empty is refilled at the holder's next poll.
@@ -33,7 +33,7 @@ import numpy as np
 
 from activity_settings import Settings
 from features.transform import FEATURE_NAMES
-from training.triton_export import INPUT, LABEL, PROBABILITIES, model_config, model_name, write_version
+from model_contract.triton_repository import INPUT, LABEL, PROBABILITIES, model_config, model_name, write_version
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OUTPUTS = (PROBABILITIES, LABEL)

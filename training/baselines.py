@@ -35,7 +35,8 @@ from scipy.special import betaln, expit, gammaln, hyp2f1
 from sklearn.linear_model import LogisticRegression
 
 from features.state import ENTITY_KEY
-from training.labels import CLASSES, LabelPolicy
+from model_contract.heuristic import recency_frequency_scores
+from model_contract.labels import CLASSES, LabelPolicy
 from training.oracle import as_of_days, poisson_class_probabilities
 
 N_CLASSES = len(CLASSES)
@@ -80,21 +81,6 @@ class PersistenceBaseline:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return np.full(len(frame), STABLE, dtype=np.int64)
-
-
-def recency_frequency_scores(frame: pd.DataFrame) -> np.ndarray:
-    """``(n, 4)``: recency, frequency, the last week's pace against the month and the month-on-month trend.
-
-    All on log scales (counts and days act multiplicatively; the label is a ``log1p`` ratio). The
-    frequency level is there because the label is noisy where counts are small: a rare customer's
-    month-on-month swings are mostly Poisson noise, a daily customer's are not.
-    """
-    def log_count(name: str, scale: float = 1.0) -> np.ndarray:
-        return np.log1p(frame[name].to_numpy(dtype=np.float64) * scale)
-
-    recency = np.log1p(frame["days_since_last_tx"].to_numpy(dtype=np.float64))
-    pace = log_count("tx_count_7d", 30.0 / 7.0) - log_count("tx_count_30d")
-    return np.column_stack([recency, log_count("tx_count_30d"), pace, frame["trend_count_30d"].to_numpy(np.float64)])
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pandas as pd
 from features.state import ENTITY_KEY, EVENT_TIMESTAMP
 from features.store import historical_features
 from features.transform import FEATURE_NAMES
-from training.labels import LabelPolicy, as_of_grid, label_activity_change
+from model_contract.labels import LabelPolicy, as_of_grid, label_activity_change
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from activity_settings import TrainingSettings
+from model_contract.artifacts import CHALLENGER, CHAMPION
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,6 @@ class Decision:
 
     @property
     def alias(self) -> str:
-        from training.tracking import CHALLENGER, CHAMPION
-
         return CHAMPION if self.promote else CHALLENGER
 
     def summary(self) -> str:

@@ -22,7 +22,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier
 
 from features.transform import FEATURE_NAMES
-from training.labels import CLASSES
+from model_contract.labels import CLASSES
 
 N_CLASSES = len(CLASSES)
 PROBABILITY_FLOOR = 1e-6  # members' probabilities are clipped here before the log
@@ -40,11 +40,6 @@ class ModelParams:
     booster_subsample: float = 0.8
     seed: int = 7
     threads: int = -1
-
-
-def as_matrix(frame) -> np.ndarray:  # noqa: ANN001 - DataFrame with the feature columns
-    """The model's input: the feature columns in ``FEATURE_NAMES`` order, float32 (what trees use)."""
-    return frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
 
 
 @dataclass

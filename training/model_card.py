@@ -13,8 +13,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from training.evaluate import HEADLINE, LOWER_IS_BETTER, markdown_table
-from training.labels import CLASSES, LabelPolicy
+from model_contract.evaluate import HEADLINE, LOWER_IS_BETTER, markdown_table
+from model_contract.labels import CLASSES, LabelPolicy
 
 SPLITS = ("train", "validation", "test")
 PER_CLASS = ("share", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")

@@ -1,5 +1,7 @@
 """Export the activity model to ONE ONNX graph, so serving scores with onnxruntime alone (no sklearn/xgboost).
 
+The runner is ``model_contract.onnx_runner.OnnxScorer``; the names of inputs and outputs are the contract's.
+
 The graph repeats ``training.model`` step by step::
 
     features (float32 [N, 28])
@@ -35,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxmltools
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxmltools.convert.common.data_types import FloatTensorType as XgbFloatTensorType
 from skl2onnx import convert_sklearn
@@ -44,12 +45,10 @@ from sklearn.ensemble import RandomForestClassifier
 from xgboost import XGBClassifier
 
 from features.transform import FEATURE_NAMES
-from training.labels import CLASSES
+from model_contract.artifacts import INPUT, LABEL, PROBABILITIES
+from model_contract.labels import CLASSES
 from training.model import N_CLASSES, PROBABILITY_FLOOR, ActivityEnsemble, SingleModel, Stacker
 
-INPUT = "features"
-PROBABILITIES = "probabilities"
-LABEL = "label"
 MAIN_OPSET = 15
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET_FOR_CONVERTERS = 3  # TreeEnsembleClassifier's last version; ai.onnx.ml 5 deprecates it
@@ -70,46 +69,25 @@ def single_to_onnx(model: SingleModel) -> onnx.ModelProto:
                           classes=CLASSES, name=f"activity_{model.name}")
 
 
+def fallback_to_onnx(ensemble: ActivityEnsemble) -> onnx.ModelProto:
+    """The scorer's middle fallback: the ensemble's XGBoost member alone, written at registration.
+
+    An identity stacker (coef = I, intercept = 0: the booster's own probabilities, renormalised
+    after the floor) and unit decision weights (plain argmax), so it needs no validation data.
+    It is NOT calibrated: the booster was fitted with balanced class weights, so it over-states
+    the minority classes (decline, growth) compared with the stacked champion.
+    """
+    single = SingleModel("xgboost", ensemble.booster, Stacker(coef=np.eye(N_CLASSES), intercept=np.zeros(N_CLASSES)),
+                         np.ones(N_CLASSES))
+    return single_to_onnx(single)
+
+
 def save(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` (creating its directory); returns the path for logging as an artifact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
     return path
-
-
-class OnnxScorer:
-    """Scores feature matrices with an exported model through onnxruntime: the serving-side twin of the model.
-
-    One intra-op thread by default: serving answers many small concurrent requests, where a
-    thread pool per call only adds overhead and oversubscribes the cores. It also keeps scores
-    bit-reproducible: with more threads the tree sums are added in another order (~1e-7 apart).
-    """
-
-    def __init__(self, model: bytes | str | Path | onnx.ModelProto, intra_op_threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if isinstance(model, onnx.ModelProto):
-            model = model.SerializeToString()
-        source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.feature_names: tuple[str, ...] = tuple(json.loads(metadata.get("feature_names", "[]")))
-        self.classes: tuple[str, ...] = tuple(json.loads(metadata.get("classes", "[]")))
-
-    def _run(self, output: str, x: np.ndarray) -> np.ndarray:
-        features = np.ascontiguousarray(x, dtype=np.float32)  # onnxruntime refuses any other dtype
-        return self.session.run([output], {INPUT: features})[0]
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Stacked class probabilities, float64 like ``ActivityEnsemble.predict_proba``."""
-        return self._run(PROBABILITIES, x).astype(np.float64)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class indices by the tuned decision rule (computed in the graph from double probabilities)."""
-        return self._run(LABEL, x)
 
 
 def member_to_onnx(member: Member, n_features: int) -> onnx.ModelProto:

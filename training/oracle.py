@@ -22,8 +22,8 @@ import pandas as pd
 from scipy.special import pdtr, pdtrc
 
 from features.state import ENTITY_KEY
+from model_contract.labels import LabelPolicy, as_of_days
 from streaming.simulator import Population, expected_activity
-from training.labels import LabelPolicy, as_of_days
 
 EPOCH = date(1970, 1, 1)
 _MAX_ADJUST = 3  # float rounding moves a count threshold by at most one; a few steps are plenty

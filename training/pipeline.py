@@ -16,16 +16,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 
 from activity_settings import Settings
 from features.state import ENTITY_KEY
+from features.store import historical_features, open_feature_store
 from features.transform import FEATURE_NAMES
-from training.data import NoTrainingData, daily_counts, sample_customers
+from model_contract import registry
+from model_contract.artifacts import (
+    CHAMPION,
+    FALLBACK_ONNX_FILE,
+    ONNX_FILE,
+    REFERENCE_DIR,
+    REFERENCE_FEATURES,
+    REFERENCE_STATISTICS,
+)
+from model_contract.evaluate import comparison_table, evaluate, markdown_table
+from model_contract.labels import CLASSES, SECONDS_PER_DAY, LabelPolicy, as_of_days
+from model_contract.onnx_runner import as_matrix
+from model_contract.reference import mean_importances, reference_statistics
+from streaming.archive import daily_counts
+from training.baselines import fit_baselines
+from training.data import NoTrainingData, sample_customers
 from training.dataset import TimeSplit, labelled_entities, split_by_time, training_set
-from training.labels import CLASSES, SECONDS_PER_DAY, LabelPolicy, as_of_days
-from training.model import FittedModels, ModelParams, as_matrix
+from training.gate import decide
+from training.model import FittedModels, ModelParams, combine, fit_members
+from training.model_card import model_card
+from training.onnx_export import ensemble_to_onnx, fallback_to_onnx, save
+from training.plots import save_all
+from training.reference import reference_entities
+from training.tracking import load_ensemble, log_model
 
 STEPS = ("labels", "features", "fit", "baselines", "evaluate", "log", "gate")
 
@@ -75,8 +97,6 @@ def params_of(settings: Settings) -> ModelParams:
 
 def build_training_data(settings: Settings, store: Any = None, daily: pd.DataFrame | None = None) -> TrainingData:
     """Labelled entity rows on the as_of grid, split by time, with their point-in-time features from Feast."""
-    from features.store import open_feature_store
-
     started = time.perf_counter()
     t = settings.training
     policy = policy_of(settings)
@@ -120,15 +140,11 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
     y_train, y_validation = train["label_index"].to_numpy(), validation["label_index"].to_numpy()
     params = params_of(settings)
     if settings.training.backend == "spark":
-        from training.spark_backend import fit_members_spark
+        from training.spark_backend import fit_members_spark  # deferred: pyspark only for the Spark backend
 
         forest, booster = fit_members_spark(settings, train, params)
     else:
-        from training.model import fit_members
-
         forest, booster = fit_members(as_matrix(train), y_train, params)
-    from training.model import combine
-
     return combine(forest, booster, as_matrix(validation), y_validation, params)
 
 
@@ -143,13 +159,9 @@ def _timed(timings: dict[str, float], name: str, reporter: Reporter, detail: str
 
 def train(settings: Settings, reporter: Reporter | None = None, data: TrainingData | None = None) -> TrainingOutcome:
     """One full run; raises (with the MLflow run marked FAILED) on any error, leaving the champion as it was."""
-    import mlflow
-
-    from training import tracking
-
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
-    experiment = tracking.experiment_id(settings)
+    experiment = registry.experiment_id(settings)
     with mlflow.start_run(experiment_id=experiment, run_name=time.strftime("train-%Y%m%d-%H%M%S")) as run:
         try:
             return _train(settings, reporter, data, timings, run.info.run_id)
@@ -161,13 +173,6 @@ def train(settings: Settings, reporter: Reporter | None = None, data: TrainingDa
 
 def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, timings: dict[str, float],
            run_id: str) -> TrainingOutcome:
-    import mlflow
-
-    from training import tracking
-    from training.baselines import fit_baselines
-    from training.evaluate import evaluate
-    from training.gate import decide
-
     if data is None:
         with _timed(timings, "labels", reporter, "labels from the archive, features from Feast"):
             data = build_training_data(settings)
@@ -198,19 +203,19 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
             info = _log_run(settings, data, fitted, results, probabilities, y_test, workdir)
             version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model)
             if settings.serving.model_server == "triton":
-                from training.triton_export import write_version
+                from model_contract.triton_repository import write_version
 
-                write_version(settings, str(version.version), workdir / tracking.ONNX_FILE)
+                write_version(settings, str(version.version), workdir / ONNX_FILE)
         with _timed(timings, "gate", reporter, "against the guards and the current champion"):
-            champion = tracking.load_by_alias(settings, tracking.CHAMPION, workdir / "champion")
+            champion = registry.load_by_alias(settings, CHAMPION, workdir / "champion")
             champion_metrics = None
             if champion is not None:
-                current = champion.ensemble()
+                current = load_ensemble(champion)
                 champion_metrics = evaluate(y_test, current.predict_proba(x_test), current.predict(x_test)).as_dict()
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
             classical = {name: metrics[name] for name in baselines if name in settings.training.guard_baselines}
             decision = decide(metrics["ensemble"], classical, champion_metrics, settings.training)
-            client = tracking.client(settings)
+            client = registry.client(settings)
             client.set_registered_model_alias(settings.mlflow.registered_model, decision.alias, version.version)
             client.set_model_version_tag(settings.mlflow.registered_model, version.version, "promotion",
                                          decision.summary())
@@ -226,16 +231,6 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
 
 def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, results: dict[str, Any],
              probabilities: np.ndarray, y_test: np.ndarray, workdir: Path) -> Any:
-    import mlflow
-
-    from features.store import historical_features, open_feature_store
-    from training import tracking
-    from training.evaluate import comparison_table, markdown_table
-    from training.model_card import model_card
-    from training.onnx_export import ensemble_to_onnx, save
-    from training.plots import save_all
-    from training.reference import mean_importances, reference_entities, reference_statistics
-
     t = settings.training
     mlflow.log_params({
         "backend": t.backend, "horizon_days": t.horizon_days, "decline_below": t.decline_below,
@@ -269,17 +264,18 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
     ), "model_card.md")
     entities = reference_entities(data.daily, t.reference_sample_rows, seed=t.model.seed)
     sample = historical_features(open_feature_store(settings), entities)[[*entities.columns, *FEATURE_NAMES]]
-    sample_path = workdir / "reference" / "features.parquet"
+    sample_path = workdir / REFERENCE_DIR / REFERENCE_FEATURES
     sample_path.parent.mkdir(parents=True)
     sample.to_parquet(sample_path, index=False)
-    mlflow.log_artifact(str(sample_path), "reference")
-    mlflow.log_dict(reference_statistics(sample, data.part("train")["label"]), "reference/statistics.json")
+    mlflow.log_artifact(str(sample_path), REFERENCE_DIR)
+    statistics = reference_statistics(sample, data.part("train")["label"])
+    mlflow.log_dict(statistics, f"{REFERENCE_DIR}/{REFERENCE_STATISTICS}")
     mlflow.log_dict(mean_importances({name: dict(zip(FEATURE_NAMES, np.asarray(values, dtype=float).tolist(),
                                                      strict=True)) for name, values in importances.items()}),
-                    "reference/importances.json")
-    onnx_path = workdir / tracking.ONNX_FILE
-    save(ensemble_to_onnx(fitted.ensemble), onnx_path)
-    return tracking.log_model(fitted.ensemble, onnx_path, test.head(50), workdir / "model")
+                    f"{REFERENCE_DIR}/importances.json")
+    onnx_path = save(ensemble_to_onnx(fitted.ensemble), workdir / ONNX_FILE)
+    fallback_path = save(fallback_to_onnx(fitted.ensemble), workdir / FALLBACK_ONNX_FILE)
+    return log_model(fitted.ensemble, onnx_path, fallback_path, test.head(50), workdir / "model")
 
 
 def _day(epoch_day: Any) -> str:

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from features.transform import FEATURE_NAMES
-from training.evaluate import CALIBRATION_BINS, N_CLASSES, calibration_bins
-from training.labels import CLASSES
+from model_contract.evaluate import CALIBRATION_BINS, N_CLASSES, calibration_bins
+from model_contract.labels import CLASSES
 
 DPI = 110
 

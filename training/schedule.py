@@ -20,12 +20,12 @@ from typing import Any
 
 from croniter import croniter
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 
 log = logging.getLogger(__name__)
 
 
-class RunInProgress(RuntimeError):
+class RunInProgress(ActivityError, RuntimeError):
     """Another training run holds the lock."""
 
 

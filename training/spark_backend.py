@@ -38,7 +38,7 @@ from sklearn.tree._tree import NODE_DTYPE, Tree
 from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from features.transform import FEATURE_NAMES
 from training.model import N_CLASSES, ModelParams
 
@@ -60,7 +60,7 @@ TREE_LEAF, TREE_UNDEFINED = -1, -2  # sklearn.tree._tree's markers for "no child
 Via = Literal["auto", "parquet", "jvm"]
 
 
-class SparkBackendError(RuntimeError):
+class SparkBackendError(ActivityError, RuntimeError):
     """The Spark backend could not run; the message says what to fix."""
 
 

@@ -56,7 +56,7 @@ def test_the_cluster_profile_loads_and_the_environment_overrides_it(monkeypatch:
 
 
 def test_a_database_tracking_store_keeps_artifacts_under_the_data_dir(tmp_path: Path) -> None:
-    from training.tracking import artifact_location
+    from model_contract.registry import artifact_location
 
     def location(uri: str | None) -> str | None:
         return artifact_location(load_settings(data_dir=tmp_path, mlflow={"tracking_uri": uri}))
@@ -90,9 +90,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     stream on the Spark master; one training run on the master, tracked and registered in PostgreSQL."""
     from infra.secure_kafka import secured_broker
     from infra.services import postgres_server, redis_server, spark_standalone
+    from model_contract import registry
     from streaming.publish import encode_simulated, publish_tables
     from streaming.simulator import make_population, simulate
-    from training import tracking
 
     root = tmp_path_factory.mktemp("cluster")
     # not under tmp_path: as root, PostgreSQL runs as the postgres user, who cannot enter pytest's 0700 base
@@ -120,7 +120,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert publish_tables(settings.kafka, simulate(population), encode_simulated).failed == 0
             activity(settings, "stream", "run", "--until-idle", "2")
             activity(settings, "train", "run")
-            champion = tracking.load_by_alias(settings, "champion", root / "champion")
+            champion = registry.load_by_alias(settings, "champion", root / "champion")
             assert champion is not None, "the training run registered no champion"
             try:
                 yield Cluster(settings, [str(c) for c in population.customer_ids], str(champion.version),
@@ -182,14 +182,14 @@ def test_the_stores_are_redis_postgresql_and_spark(cluster: Cluster) -> None:
     from sqlalchemy import create_engine, text
 
     from features.store import FeatureWriter
-    from training import tracking
+    from model_contract import registry
 
     store = FeatureWriter.open(cluster.settings).store
     assert store.config.online_store.type == "redis"
     assert store.config.offline_store.type == "spark"
     assert redis.Redis(host="127.0.0.1", port=cluster.redis_port).dbsize() >= 0.9 * CUSTOMERS  # a hash a customer
     assert not (cluster.settings.home / "feature_store" / "data" / "online_store.db").exists()
-    assert tracking.tracking_uri(cluster.settings).startswith("postgresql://")
+    assert registry.tracking_uri(cluster.settings).startswith("postgresql://")
     assert not (cluster.settings.home / "mlflow" / "mlflow.db").exists()
     engine = create_engine(cluster.settings.mlflow.tracking_uri)
     try:
@@ -198,7 +198,7 @@ def test_the_stores_are_redis_postgresql_and_spark(cluster: Cluster) -> None:
     finally:
         engine.dispose()
     assert ("champion", int(cluster.version)) in [(alias, int(version)) for alias, version in aliases]
-    client = mlflow.MlflowClient(tracking.tracking_uri(cluster.settings))
+    client = mlflow.MlflowClient(registry.tracking_uri(cluster.settings))
     version = client.get_model_version(cluster.settings.mlflow.registered_model, cluster.version)
     assert client.get_run(version.run_id).data.params["backend"] == "spark"
     # the stream and the trainer were applications of the standalone master (not a local[*] in their process);
@@ -235,17 +235,18 @@ def test_redis_online_features_equal_feasts_and_the_point_in_time_offline_featur
 
 def test_a_query_returns_the_champions_prediction_from_the_offline_features(cluster: Cluster, scorer) -> None:  # noqa: ANN001
     from features.store import FeatureWriter, historical_features
-    from training import tracking
-    from training.model import as_matrix
+    from model_contract import registry
+    from model_contract.onnx_runner import as_matrix
+    from training.tracking import load_ensemble
 
     client, headers = scorer
     customers = active(cluster, 3)
     entities = pd.DataFrame({"customer_id": customers, "event_timestamp": pd.to_datetime([AFTER_S] * 3, unit="s",
                                                                                           utc=True)})
     offline = historical_features(FeatureWriter.open(cluster.settings).store, entities).set_index("customer_id")
-    champion = tracking.load_by_alias(cluster.settings, "champion", cluster.settings.home / "test-champion")
+    champion = registry.load_by_alias(cluster.settings, "champion", cluster.settings.home / "test-champion")
     assert champion is not None and str(champion.version) == cluster.version
-    expected = champion.ensemble().predict_proba(as_matrix(offline.loc[customers]))
+    expected = load_ensemble(champion).predict_proba(as_matrix(offline.loc[customers]))
     as_of = pd.Timestamp(AFTER_S, unit="s", tz="UTC").isoformat()
     for i, customer in enumerate(customers):
         answer = client.get(f"/v1/customers/{customer}/activity", params={"as_of": as_of}, headers=headers)

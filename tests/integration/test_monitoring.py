@@ -66,9 +66,9 @@ def _gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
 def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(watched, receiver: AlertReceiver) -> None:  # noqa: ANN001
     from mlflow import MlflowClient
 
+    from model_contract.registry import tracking_uri
     from monitoring.drift import run_drift
     from streaming.simulator import Shift
-    from training.tracking import tracking_uri
 
     settings, population = watched
     _stream_days(settings, population, HISTORY_DAYS, WINDOW_DAYS)
@@ -140,18 +140,18 @@ def test_the_champions_quality_is_estimated_exported_and_logged(watched) -> None
 
 
 def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) -> None:  # noqa: ANN001
-    from monitoring.drift import run_drift
-    from training.tracking import client
+    from activity.retraining import drift_then_retrain
+    from model_contract.registry import client
 
     settings, _ = watched
     name = settings.mlflow.registered_model
     before = {v.version for v in client(settings).search_model_versions(f"name='{name}'")}
-    first = run_drift(settings, retrain=True)
+    first = drift_then_retrain(settings, retrain=True)
     assert first.figures.detected and first.retrain is not None and first.retrain.startswith("done"), first.retrain
     after = {v.version for v in client(settings).search_model_versions(f"name='{name}'")}
     assert len(after - before) == 1
     champion = client(settings).get_model_version_by_alias(name, "champion").version
-    second = run_drift(settings, retrain=True)
+    second = drift_then_retrain(settings, retrain=True)
     if champion in after - before:
         # the new champion's reference is the shifted population: the drift is gone
         assert not second.figures.detected and second.retrain is None, second.summary()

@@ -49,16 +49,16 @@ def quality_stack(trained: Settings, first, tmp_path_factory: pytest.TempPathFac
     v2 challenger: both copies of the first run's model), half the customers on the challenger, and a
     webhook that records the alerts. Serves ~1,000 answers; yields the settings and the answers received."""
     from infra.topics import ensure_topics
+    from model_contract import registry
     from serving.app import create_app
     from serving.auth import issue_token
     from serving.online import OnlineFeatures
     from serving.prediction_log import PredictionLog
     from serving.scoring import ModelHolder
-    from training import tracking
 
     tag = uuid.uuid4().hex[:8]
     outcome, _ = first
-    client = tracking.client(trained)
+    client = registry.client(trained)
     name = f"{trained.mlflow.registered_model}-quality-{tag}"
     for alias in ("champion", "challenger"):
         copy = client.copy_model_version(f"models:/{trained.mlflow.registered_model}/{outcome.version}", name)
@@ -165,9 +165,9 @@ def test_online_quality_matches_a_direct_computation(quality_stack) -> None:  # 
     from prometheus_client import REGISTRY
     from scipy.stats import mannwhitneyu, norm
 
+    from model_contract import registry
     from monitoring.metrics import monitoring_experiment
     from monitoring.quality import metric_name, run_quality
-    from training import tracking
 
     settings, answers = quality_stack
     assert not any(a["degraded"] for a in answers)
@@ -222,7 +222,7 @@ def test_online_quality_matches_a_direct_computation(quality_stack) -> None:  # 
     assert (test.mann_whitney_u, test.mann_whitney_p_value) == pytest.approx((u, u_p), abs=1e-12)
     assert REGISTRY.get_sample_value("activity_monitor_online_quality_arm_p_value") == pytest.approx(test.p_value)
 
-    client = tracking.client(settings)
+    client = registry.client(settings)
     run = client.get_run(report.run_id)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == monitoring_experiment(settings) and run.info.status == "FINISHED"
@@ -270,9 +270,9 @@ def test_calibration_is_checked_on_matured_answers_and_each_versions_map_refit(q
 
 
 def first_run_id(settings: Settings) -> str:
-    from training import tracking
+    from model_contract import registry
 
-    client = tracking.client(settings)
+    client = registry.client(settings)
     return client.get_model_version_by_alias(settings.mlflow.registered_model, "champion").run_id
 
 

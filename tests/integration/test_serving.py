@@ -39,14 +39,15 @@ def scorer(trained: Settings, first) -> Iterator[tuple[TestClient, dict[str, str
 
 
 def test_a_query_returns_the_champions_prediction_from_the_parity_features(scorer, first) -> None:  # noqa: ANN001
-    from training import tracking
-    from training.model import as_matrix
+    from model_contract import registry
+    from model_contract.onnx_runner import as_matrix
+    from training.tracking import load_ensemble
 
     client, headers, settings = scorer
     customers = ["c0000001", "c0000042", "c0002999"]
     expected_features = online_features(FeatureWriter.open(settings).store, customers, [AS_OF_S] * 3)
-    champion = tracking.load_by_alias(settings, "champion", settings.home / "test-champion")
-    expected = champion.ensemble().predict_proba(as_matrix(expected_features))
+    champion = registry.load_by_alias(settings, "champion", settings.home / "test-champion")
+    expected = load_ensemble(champion).predict_proba(as_matrix(expected_features))
     for i, customer in enumerate(customers):
         answer = client.get(f"/v1/customers/{customer}/activity", params={"as_of": AS_OF}, headers=headers)
         body = assert_champion_answer(answer, champion.version, expected[i])
@@ -272,3 +273,45 @@ def test_the_cli_serves_with_a_token_it_issued(trained: Settings, first) -> None
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+SCORER_PROCESS = """
+import json, sys
+from fastapi.testclient import TestClient
+from activity_settings import load_settings
+from serving.auth import issue_token
+from serving.main import build_app
+
+settings = load_settings()
+headers = {"Authorization": "Bearer " + issue_token(settings, "analyst", ["scores:read", "model:read"])}
+with TestClient(build_app(settings, prediction_log=False)) as client:
+    answer = client.get("/v1/customers/c0000042/activity", params={"as_of": sys.argv[1]}, headers=headers)
+    model = client.get("/v1/model", headers=headers).json()
+print(json.dumps({"status": answer.status_code, "answer": answer.json(), "model": model,
+                  "loaded": sorted(name for name in ("sklearn", "xgboost", "skl2onnx", "onnxmltools", "training")
+                                   if name in sys.modules)}))
+"""
+
+
+def test_a_fresh_scorer_serves_the_champion_without_sklearn_or_xgboost(trained: Settings, first,  # noqa: ANN001
+                                                                         tmp_path: Path) -> None:
+    """The registered version carries every file the scorer runs: no trainer library is imported to serve it."""
+    import json
+    import subprocess
+    import sys
+
+    from model_contract import registry
+    from tests.conftest import settings_env
+
+    champion = registry.client(trained).get_model_version_by_alias(trained.mlflow.registered_model, "champion")
+    settings = trained.model_copy(update={"data_dir": trained.home})
+    done = subprocess.run([sys.executable, "-c", SCORER_PROCESS, AS_OF], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == 200, report["answer"]
+    assert report["answer"]["model"]["arm"] == "champion" and not report["answer"]["degraded"]
+    assert report["model"]["version"] == champion.version
+    assert report["model"]["fallback"] == {"name": f"{settings.mlflow.registered_model}/xgboost-only",
+                                           "version": champion.version}
+    assert report["loaded"] == [], f"the scorer process imported {report['loaded']}"

@@ -198,27 +198,30 @@ def register(settings: Settings, ensemble: object, workdir: Path, corrupt: bool 
     """Log ``ensemble`` like ``training.pipeline._log_run`` does (garbage ONNX if ``corrupt``), register it."""
     import mlflow
 
-    from training import tracking
-    from training.onnx_export import ensemble_to_onnx, save
+    from model_contract import registry
+    from model_contract.artifacts import FALLBACK_ONNX_FILE, ONNX_FILE
+    from training.onnx_export import ensemble_to_onnx, fallback_to_onnx, save
+    from training.tracking import log_model
 
-    tracking.client(settings)  # also makes this registry the process default
+    registry.client(settings)  # also makes this registry the process default
     example = pd.DataFrame(random_features(10, 0)[0], columns=list(FEATURE_NAMES))
-    with mlflow.start_run(experiment_id=tracking.experiment_id(settings)):
+    with mlflow.start_run(experiment_id=registry.experiment_id(settings)):
         mlflow.log_metrics({"roc_auc": 0.71, "macro_f1": 0.52, "log_loss": 0.9})
-        onnx_path = workdir / tracking.ONNX_FILE
+        onnx_path = workdir / ONNX_FILE
         workdir.mkdir(parents=True, exist_ok=True)
         if corrupt:
             onnx_path.write_bytes(b"this is not an onnx model")
         else:
             save(ensemble_to_onnx(ensemble), onnx_path)
-        info = tracking.log_model(ensemble, onnx_path, example, workdir / "model")
+        fallback_path = save(fallback_to_onnx(ensemble), workdir / FALLBACK_ONNX_FILE)
+        info = log_model(ensemble, onnx_path, fallback_path, example, workdir / "model")
     return str(mlflow.register_model(info.model_uri, settings.mlflow.registered_model).version)
 
 
 def make_champion(settings: Settings, version: str) -> None:
-    from training import tracking
+    from model_contract import registry
 
-    tracking.client(settings).set_registered_model_alias(settings.mlflow.registered_model, "champion", version)
+    registry.client(settings).set_registered_model_alias(settings.mlflow.registered_model, "champion", version)
 
 
 @dataclass(frozen=True)

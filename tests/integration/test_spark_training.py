@@ -13,7 +13,8 @@ import pytest
 
 from activity_settings import Settings, load_settings
 from features.transform import FEATURE_NAMES
-from training.model import N_CLASSES, ModelParams, as_matrix, combine
+from model_contract.onnx_runner import as_matrix
+from training.model import N_CLASSES, ModelParams, combine
 
 pytestmark = pytest.mark.integration
 PARAMS = ModelParams(forest_trees=20, forest_max_depth=6, forest_min_samples_leaf=5, booster_rounds=30, seed=3,

@@ -145,8 +145,8 @@ def test_backfill_from_the_archive_rebuilds_the_same_online_state(streamed: dict
 
 
 def test_training_set_features_use_nothing_after_as_of(streamed: dict) -> None:
+    from model_contract.labels import LabelPolicy
     from training.dataset import labelled_entities, training_set
-    from training.labels import LabelPolicy
 
     settings: Settings = streamed["settings"]
     archive = pd.read_parquet(StreamPaths.of(settings).archive, columns=["customer_id", "event_time"])

@@ -16,11 +16,11 @@ WORSE = {"forest_trees": 2, "forest_max_depth": 1, "booster_rounds": 1, "booster
 
 
 def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
-    from training import tracking
+    from model_contract import registry
 
     outcome, _ = first
     assert outcome.decision.promote, outcome.decision.reasons
-    client = tracking.client(trained)
+    client = registry.client(trained)
     champion = client.get_model_version_by_alias(trained.mlflow.registered_model, "champion")
     assert str(champion.version) == outcome.version and champion.run_id == outcome.run_id
     run = client.get_run(outcome.run_id)
@@ -35,7 +35,7 @@ def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, f
     assert {"model_card.md", "reference/features.parquet", "reference/statistics.json",
             "evaluation/comparison.md"} <= artifacts
     assert len([p for p in artifacts if p.startswith("plots/") and p.endswith(".png")]) >= 5
-    loaded = tracking.load_by_alias(trained, "champion", tmp_path)
+    loaded = registry.load_by_alias(trained, "champion", tmp_path)
     assert loaded is not None and loaded.onnx_path.is_file()
     import mlflow
 
@@ -45,27 +45,27 @@ def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, f
 
 
 def test_onnx_export_agrees_with_the_native_ensemble(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
-    from training import tracking
-    from training.model import as_matrix
-    from training.onnx_export import OnnxScorer
+    from model_contract import registry
+    from model_contract.onnx_runner import OnnxScorer, as_matrix
+    from training.tracking import load_ensemble
 
     _, data = first
-    loaded = tracking.load_by_alias(trained, "champion", tmp_path)
+    loaded = registry.load_by_alias(trained, "champion", tmp_path)
     x = as_matrix(data.part("test"))
-    native = loaded.ensemble().predict_proba(x)
+    native = load_ensemble(loaded).predict_proba(x)
     onnx = OnnxScorer(loaded.onnx_path).predict_proba(x)
     np.testing.assert_allclose(onnx, native, atol=1e-5, rtol=0)
 
 
 def test_a_worse_model_does_not_take_the_champion_alias(trained: Settings, first) -> None:  # noqa: ANN001
-    from training import tracking
+    from model_contract import registry
     from training.pipeline import train
 
     outcome, data = first
     worse = train(training_settings(trained, **WORSE), data=data)
     assert not worse.decision.promote
     assert worse.metrics["ensemble"]["roc_auc"] < outcome.metrics["ensemble"]["roc_auc"]
-    client = tracking.client(trained)
+    client = registry.client(trained)
     name = trained.mlflow.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == outcome.version
     assert str(client.get_model_version_by_alias(name, "challenger").version) == worse.version
@@ -73,15 +73,15 @@ def test_a_worse_model_does_not_take_the_champion_alias(trained: Settings, first
 
 
 def test_a_failed_run_leaves_the_champion_and_says_why(trained: Settings, first) -> None:  # noqa: ANN001
-    from training import tracking
+    from model_contract import registry
     from training.pipeline import train
 
     outcome, data = first
     broken = type(data)(frame=data.frame.drop(columns=["tx_count_7d"]), split=data.split, daily=data.daily)
     with pytest.raises(KeyError):
         train(trained, data=broken)
-    client = tracking.client(trained)
-    runs = client.search_runs([tracking.experiment_id(trained)], order_by=["attributes.start_time DESC"],
+    client = registry.client(trained)
+    runs = client.search_runs([registry.experiment_id(trained)], order_by=["attributes.start_time DESC"],
                               max_results=1)
     assert runs[0].info.status == "FAILED" and "tx_count_7d" in runs[0].data.tags["failure"]
     champion = client.get_model_version_by_alias(trained.mlflow.registered_model, "champion")
@@ -118,13 +118,13 @@ def test_the_cli_trains_reports_and_refuses_to_overlap(trained: Settings, first)
 
 
 def test_the_spark_backend_registers_a_model_the_same_way(trained: Settings, first) -> None:  # noqa: ANN001
-    from training import tracking
+    from model_contract import registry
     from training.pipeline import train
 
     _, data = first
     spark_settings = trained.model_copy(update={"training": trained.training.model_copy(update={"backend": "spark"})})
     outcome = train(spark_settings, data=data)
-    run = tracking.client(trained).get_run(outcome.run_id)
+    run = registry.client(trained).get_run(outcome.run_id)
     assert run.data.params["backend"] == "spark" and run.info.status == "FINISHED"
     assert outcome.metrics["ensemble"]["roc_auc"] > outcome.metrics["persistence"]["roc_auc"]
     assert {"random_forest", "xgboost", "bg_nbd"} <= set(outcome.metrics)

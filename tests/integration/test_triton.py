@@ -62,7 +62,7 @@ def test_answers_through_triton_equal_the_in_process_onnx_answers(triton: Settin
     holder = client.app.state.scorer.holder
     assert holder.served.champion.remote is not None, holder.last_error
     x = online_features(FeatureWriter.open(triton).store, CUSTOMERS, [AS_OF_S] * len(CUSTOMERS))
-    from training.model import as_matrix
+    from model_contract.onnx_runner import as_matrix
 
     features = as_matrix(x).astype(np.float32)
     remote, local = holder.score(features, "champion"), holder.score(features, "inprocess")
@@ -144,23 +144,25 @@ def test_a_new_champion_is_loaded_into_triton_under_load_without_a_failed_reques
         triton: Settings, scorer, first) -> None:  # noqa: ANN001
     import mlflow
 
-    from training import tracking
+    from model_contract.artifacts import CHAMPION
+    from model_contract.registry import client as registry_client
+    from model_contract.registry import tracking_uri
 
     client, headers = scorer
-    registry = tracking.client(triton)
+    registry = registry_client(triton)
     name = triton.mlflow.registered_model
-    champion = registry.get_model_version_by_alias(name, tracking.CHAMPION)
+    champion = registry.get_model_version_by_alias(name, CHAMPION)
     with Load(client, headers) as load:
         wait_for(lambda: len(load.answers) >= 50, 60, "50 answers from the first champion")
-        mlflow.set_tracking_uri(tracking.tracking_uri(triton))
+        mlflow.set_tracking_uri(tracking_uri(triton))
         new = mlflow.register_model(f"runs:/{champion.run_id}/model", name)
-        registry.set_registered_model_alias(name, tracking.CHAMPION, new.version)
+        registry.set_registered_model_alias(name, CHAMPION, new.version)
         try:
             moved_at = time.monotonic()
             wait_for(lambda: sum(1 for a in load.answers if a[0] > moved_at and a[3] == str(new.version)) >= 50,
                      90, f"50 answers from version {new.version}")
         finally:
-            registry.set_registered_model_alias(name, tracking.CHAMPION, champion.version)
+            registry.set_registered_model_alias(name, CHAMPION, champion.version)
     assert {status for _, status, _, _ in load.answers} == {200}
     # A Triton call over its budget while the new version loads is answered by the in-process copy, and so
     # are the calls of the retry pause after it: a short stretch of degraded answers, never a failure.

@@ -19,6 +19,7 @@ from scipy.stats import poisson
 from sklearn.metrics import roc_auc_score
 
 from features.transform import FEATURE_NAMES, window_features
+from model_contract.labels import LabelPolicy, as_of_grid, label_activity_change
 from streaming.history import ActivityHistory
 from streaming.simulator import Population, make_population, simulate
 from tests.partials import partials_of
@@ -33,7 +34,6 @@ from training.baselines import (
     fit_bgnbd_params,
 )
 from training.dataset import split_by_time
-from training.labels import LabelPolicy, as_of_grid, label_activity_change
 from training.oracle import EPOCH, OracleClassifier, as_of_days, expected_next, poisson_class_probabilities
 
 DAY_S = 86_400

@@ -12,9 +12,10 @@ from prometheus_client import REGISTRY
 
 from activity_settings import MonitoringSettings, load_settings
 from features.transform import FEATURE_NAMES
+from model_contract.reference import bin_edges, bin_shares, psi, reference_statistics
 from monitoring.alerts import Alert, notify, payload
 from monitoring.drift import DriftFigures, compare, drift_alerts, should_retrain
-from training.reference import bin_edges, bin_shares, psi, reference_entities, reference_statistics
+from training.reference import reference_entities
 
 SHIFTED = list(FEATURE_NAMES[:10])
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model_contract.evaluate import evaluate
+from model_contract.labels import CLASSES
 from monitoring.calibration import CalibrationError, CalibrationMap, check_calibration, fit_calibration
 from monitoring.drift_share import drift_shares
 from monitoring.estimate import (
@@ -20,8 +22,6 @@ from monitoring.estimate import (
     simulated_outcomes,
 )
 from monitoring.estimate_job import logged_answers
-from training.evaluate import evaluate
-from training.labels import CLASSES
 
 
 def calibrated(n: int, spread: float, seed: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
-from training.evaluate import (
+from model_contract.evaluate import (
     HEADLINE,
     calibration_error,
     comparison_markdown,
@@ -19,7 +19,7 @@ from training.evaluate import (
     top_fraction_lift,
     top_label_ece,
 )
-from training.labels import CLASSES, LabelPolicy
+from model_contract.labels import CLASSES, LabelPolicy
 from training.model_card import model_card
 from training.plots import save_all
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from model_contract.labels import LabelPolicy, as_of_grid, label_activity_change
 from training.dataset import split_by_time
-from training.labels import LabelPolicy, as_of_grid, label_activity_change
 
 D0 = 20_000
 

@@ -11,7 +11,9 @@ from onnx import TensorProto
 from sklearn.ensemble import RandomForestClassifier
 
 from features.transform import COLD_START, FEATURE_NAMES
-from training.labels import CLASSES
+from model_contract.artifacts import LABEL, PROBABILITIES
+from model_contract.labels import CLASSES
+from model_contract.onnx_runner import OnnxScorer
 from training.model import (
     ActivityEnsemble,
     FittedModels,
@@ -21,15 +23,7 @@ from training.model import (
     _full_proba,  # the native padding of a member's missing class, which the export must mirror
     fit_ensemble,
 )
-from training.onnx_export import (
-    LABEL,
-    MAIN_OPSET,
-    PROBABILITIES,
-    OnnxScorer,
-    ensemble_to_onnx,
-    save,
-    single_to_onnx,
-)
+from training.onnx_export import MAIN_OPSET, ensemble_to_onnx, fallback_to_onnx, save, single_to_onnx
 
 TOLERANCE = 1e-5  # absolute, on probabilities
 F32 = np.finfo(np.float32)
@@ -171,3 +165,14 @@ def test_a_saved_model_round_trips_through_the_scorer(fitted: FittedModels, rows
     # more threads sum the trees in another order: not bit-identical, still within the tolerance
     assert_same_scores(fitted.ensemble, OnnxScorer(path, intra_op_threads=2), rows)
     assert from_file.feature_names == FEATURE_NAMES and from_file.classes == CLASSES
+
+
+def test_the_fallback_is_the_booster_alone_renormalised_with_a_plain_argmax(fitted: FittedModels,
+                                                                            rows: np.ndarray) -> None:
+    booster = fitted.ensemble.booster
+    scorer = OnnxScorer(fallback_to_onnx(fitted.ensemble))
+    expected = np.clip(_full_proba(booster, rows), 1e-6, 1.0)
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(scorer.predict_proba(rows), expected, rtol=0, atol=TOLERANCE)
+    np.testing.assert_array_equal(scorer.predict(rows), np.argmax(expected, axis=1))
+    assert scorer.feature_names == tuple(FEATURE_NAMES) and scorer.classes == tuple(CLASSES)

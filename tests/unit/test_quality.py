@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
+from model_contract.labels import CLASSES, LabelPolicy, as_of_days
 from monitoring.predictions import COLUMNS
 from monitoring.quality import (
     ALERT_NAME,
@@ -24,7 +25,6 @@ from monitoring.quality import (
     two_proportion_z_test,
 )
 from training.dataset import labelled_entities
-from training.labels import CLASSES, LabelPolicy, as_of_days
 
 POLICY = LabelPolicy(horizon_days=30, decline_below=-0.3, growth_above=0.3)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -22,9 +22,9 @@ from prometheus_client import REGISTRY
 
 from activity_settings import Settings, load_settings
 from features.transform import FEATURE_NAMES
+from model_contract.labels import CLASSES
 from serving.batching import MicroBatcher
 from serving.online import OnlineRows, OnlineStoreUnavailable
-from training.labels import CLASSES
 
 LOOPS = ["asyncio", "uvloop"]
 BATCH_SIZE = "activity_scorer_micro_batch_size"

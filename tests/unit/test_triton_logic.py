@@ -11,9 +11,9 @@ import pytest
 
 from activity_settings import load_settings
 from features.transform import FEATURE_NAMES
+from model_contract.triton_repository import TritonRepositoryError, config_pbtxt, model_config, write_version
 from serving.scoring import LoadedModel, ModelHolder, Served
 from serving.triton import TritonClient, TritonUnavailable, infer_body, parse_infer
-from training.triton_export import TritonRepositoryError, config_pbtxt, model_config, write_version
 
 
 def test_a_request_carries_the_rows_as_their_float32_bytes() -> None:

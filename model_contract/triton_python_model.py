@@ -1,6 +1,6 @@
 """Triton's Python-backend model for one registered version: ONNX Runtime over the version's ``model.onnx``.
 
-``training.triton_export`` copies this file as ``<repository>/<model>/<version>/model.py``; it runs
+``model_contract.triton_repository`` copies this file as ``<repository>/<model>/<version>/model.py``; it runs
 inside Triton's Python-backend stub, not in the platform's processes, and imports nothing of the
 platform. The Triton server of the ``nvidia-pytriton`` wheel has no ONNX Runtime backend, so the
 version's ONNX graph runs in ONNX Runtime here, one session per model instance, with the settings of

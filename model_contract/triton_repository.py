@@ -4,7 +4,7 @@ Layout (Triton's)::
 
     <repository>/<registered model>-v<version>/config.pbtxt   inputs, outputs, dynamic batching, instances
     <repository>/<registered model>-v<version>/<version>/model.onnx   the MLflow version's ONNX export
-    <repository>/<registered model>-v<version>/<version>/model.py     training/triton_python_model.py
+    <repository>/<registered model>-v<version>/<version>/model.py     model_contract/triton_python_model.py
 
 The registry's version number is Triton's version number, so "champion = version 7" means the same
 thing to MLflow, to the scorer and to Triton. Each version sits in a Triton model of its own
@@ -21,20 +21,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from features.transform import FEATURE_NAMES
-from training.labels import CLASSES
+from model_contract.artifacts import INPUT, LABEL, PROBABILITIES
+from model_contract.labels import CLASSES
 
 MODEL_FILE = "model.onnx"
 PYTHON_MODEL = "model.py"
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
-INPUT = "features"  # training.onnx_export's graph input and outputs, the same names on the wire
-PROBABILITIES = "probabilities"
-LABEL = "label"
 MAX_BATCH = 1_024
 
 
-class TritonRepositoryError(RuntimeError):
+class TritonRepositoryError(ActivityError, RuntimeError):
     """A version could not be written into the Triton model repository; the message says where and why."""
 
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
-from training.labels import CLASSES
+from model_contract.labels import CLASSES
 
 N_CLASSES = len(CLASSES)
 DECLINE = CLASSES.index("decline")
@@ -82,8 +81,8 @@ def evaluate(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray) ->
     y, probabilities, predicted = _check(y, probabilities, predicted)
     n = len(y)
     precision, recall, f1 = _precision_recall_f1(y, predicted)
-    roc = [_one_vs_rest(roc_auc_score, y == k, probabilities[:, k]) for k in range(N_CLASSES)]
-    pr = [_average_precision(y == k, probabilities[:, k]) for k in range(N_CLASSES)]
+    roc = [roc_auc(y == k, probabilities[:, k]) for k in range(N_CLASSES)]
+    pr = [average_precision(y == k, probabilities[:, k]) for k in range(N_CLASSES)]
     per_class_ece = [calibration_error(probabilities[:, k], (y == k).astype(float)) for k in range(N_CLASSES)]
     share = [float(np.mean(y == k)) if n else math.nan for k in range(N_CLASSES)]
     return Metrics(
@@ -224,16 +223,38 @@ def _precision_recall_f1(y: np.ndarray, predicted: np.ndarray) -> tuple[list[flo
     return precision, recall, f1
 
 
-def _one_vs_rest(score_fn, positive: np.ndarray, score: np.ndarray) -> float:  # noqa: ANN001 - sklearn metric
-    """``score_fn`` for one class against the rest; NaN unless both positives and negatives exist."""
-    if not positive.any() or positive.all():
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """One class against the rest by the rank-sum (Mann-Whitney) form, ties at half: sklearn's ``roc_auc_score``.
+
+    NaN unless both positives and negatives exist. Written on numpy so the model contract, which
+    monitoring shares, needs no scikit-learn.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    n_positive = int(positive.sum())
+    n_negative = len(positive) - n_positive
+    if n_positive == 0 or n_negative == 0:
         return math.nan
-    return float(score_fn(positive, score))
+    _, inverse, counts = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = float(average_rank[inverse][positive].sum())
+    return (rank_sum - n_positive * (n_positive + 1) / 2.0) / (n_positive * n_negative)
 
 
-def _average_precision(positive: np.ndarray, score: np.ndarray) -> float:
-    """Average precision needs positives; with no negatives it is trivially 1 (sklearn agrees)."""
-    return float(average_precision_score(positive, score)) if positive.any() else math.nan
+def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
+    """Precision at each distinct score threshold weighted by the recall it adds: sklearn's definition.
+
+    Needs positives (NaN without); with no negatives it is trivially 1.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any():
+        return math.nan
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="mergesort")
+    ordered_score, ordered_positive = np.asarray(score, dtype=np.float64)[order], positive[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ordered_score)), len(ordered_score) - 1]
+    true_positives = np.cumsum(ordered_positive)[last_of_tie]
+    precision = true_positives / (last_of_tie + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def _macro(values: list[float]) -> float:

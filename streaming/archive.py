@@ -1,0 +1,42 @@
+"""Reading the raw archive back: accepted transactions per customer and event day.
+
+The stream writes every accepted event to the archive (one parquet directory per micro-batch,
+partitioned by event day). Labels, for training and for judging answered predictions alike,
+count those events, not the features being predicted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from activity_settings import ActivityError, Settings
+from features.state import ENTITY_KEY
+from streaming.paths import StreamPaths
+
+
+class EmptyArchive(ActivityError):
+    """Nothing has been archived yet; the message says where it looked."""
+
+
+def archive_dataset(archive: Path) -> ds.Dataset:
+    files = [str(path) for path in archive.glob("batch=*/day=*/*.parquet")]
+    if not files:
+        raise EmptyArchive(f"no archived events under {archive}: stream some transactions first "
+                           "(`activity stream run`)")
+    return ds.dataset(files, format="parquet", partitioning=ds.partitioning(
+        pa.schema([("batch", pa.string()), ("day", pa.int64())]), flavor="hive"), partition_base_dir=str(archive))
+
+
+def daily_counts(settings: Settings) -> pd.DataFrame:
+    """``customer_id, day, count``: accepted transactions per customer and event day (epoch days, UTC)."""
+    table = archive_dataset(StreamPaths.of(settings).archive).to_table(columns=[ENTITY_KEY, "day"])
+    grouped = table.group_by([ENTITY_KEY, "day"]).aggregate([([], "count_all")])
+    frame = grouped.rename_columns([ENTITY_KEY, "day", "count"]).to_pandas()
+    frame["day"] = frame["day"].astype(np.int64)
+    frame["count"] = frame["count"].astype(np.int64)
+    return frame.sort_values([ENTITY_KEY, "day"], ignore_index=True)
