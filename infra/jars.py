@@ -6,10 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from activity_settings import ActivityError
+
 POM_DIR = Path(__file__).parent / "maven"
 
 
-class JarFetchError(RuntimeError):
+class JarFetchError(ActivityError, RuntimeError):
     """Maven could not fetch a set of jars; the message carries Maven's own last lines."""
 
 

@@ -15,14 +15,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from activity_settings import KafkaSettings
+from activity_settings import ActivityError, KafkaSettings
 
 # Errors no retry cures: the credentials or the certificate are wrong until someone changes a setting.
 REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
 _TIMEOUTS = frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT})
 
 
-class KafkaAccessError(KafkaException):
+class KafkaAccessError(ActivityError, KafkaException):
     """The cluster refused us or did not answer; the message names the settings to check.
 
     A ``KafkaException`` (whose ``args[0]`` is a ``KafkaError`` with the code) so that every handler

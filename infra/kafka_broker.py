@@ -16,7 +16,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from activity_settings import KafkaSettings
+from activity_settings import ActivityError, KafkaSettings
 from infra.jars import fetch_jars
 from infra.processes import port_taken, proc_start_time, stop_group, tail
 
@@ -36,7 +36,7 @@ LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-class BrokerError(RuntimeError):
+class BrokerError(ActivityError, RuntimeError):
     """The embedded broker could not be started or reached; the message says why and where."""
 
 

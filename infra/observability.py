@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from infra.processes import alive, port_taken, proc_start_time, stop_group, tail
 
 PROMETHEUS_DIR = Path(__file__).parent / "prometheus"
@@ -138,7 +138,7 @@ def unknown_metric_names(exprs: dict[str, str], known: set[str]) -> dict[str, se
 # ------------------------------------------------------------------------------- local Prometheus
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(ActivityError, RuntimeError):
     """The local Prometheus could not be started; the message says why and where."""
 
 

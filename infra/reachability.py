@@ -14,13 +14,13 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from activity_settings import ENV_PREFIX, FeatureStoreSettings, KafkaSettings, MlflowSettings
+from activity_settings import ENV_PREFIX, ActivityError, FeatureStoreSettings, KafkaSettings, MlflowSettings
 
 COMPOSE = "docker compose -f infra/compose/docker-compose.yml"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 
-class ServiceUnavailable(RuntimeError):
+class ServiceUnavailable(ActivityError, RuntimeError):
     """A service a command needs does not listen; the message names the setting and what starts it."""
 
 

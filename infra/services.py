@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from activity_settings import ActivityError
 from infra.processes import proc_start_time, stop_group, tail
 
 HOST = "127.0.0.1"
@@ -41,7 +42,7 @@ POSTGRES_USER = "postgres"  # the cluster's superuser, and the system user that 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ActivityError, RuntimeError):
     """A throwaway service could not be found, started or reached; the message says why and what to install."""
 
 

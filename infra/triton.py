@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from infra.processes import alive, port_taken, proc_start_time, stop_group, tail
 from model_contract.triton_repository import repository_dir
 
@@ -43,7 +43,7 @@ WHEEL = "nvidia-pytriton"
 HOST = "127.0.0.1"
 
 
-class TritonError(RuntimeError):
+class TritonError(ActivityError, RuntimeError):
     """The embedded Triton could not be started; the message says why and what to do."""
 
 

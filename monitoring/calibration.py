@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activity_settings import ActivityError
 from model_contract.evaluate import calibration_error, log_loss, top_label_ece
 from model_contract.labels import CLASSES
 
@@ -27,7 +28,7 @@ N_CLASSES = len(CLASSES)
 FLOOR = 1e-6  # probabilities are clipped here before the log, as the trainer's stacker does
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ActivityError, ValueError):
     """Outcomes too few or too one-sided to fit a map; the message says what is missing."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from activity_settings import ActivityError
 from model_contract.labels import CLASSES
 from monitoring.alerts import Alert
 
@@ -39,7 +40,7 @@ BAND = (2.5, 97.5)  # percentiles of the simulated realized figures
 DRAWS = 200
 
 
-class EstimateError(ValueError):
+class EstimateError(ActivityError, ValueError):
     """Probabilities and decisions that cannot be estimated from; the message names the problem."""
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from model_contract.labels import CLASSES
 from monitoring import metrics
 from monitoring.alerts import Alert, notify
@@ -39,7 +39,7 @@ GAUGES = ("roc_auc", "roc_auc_low", "roc_auc_high", "macro_f1", "macro_f1_low", 
 TEST_METRIC = "roc_auc"  # the ensemble's test-window ROC-AUC, logged unprefixed by the training run
 
 
-class EstimateJobError(RuntimeError):
+class EstimateJobError(ActivityError, RuntimeError):
     """An estimate run cannot start (no answers, no champion); the message says what to do."""
 
 

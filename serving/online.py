@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from features.repo import STATE_VIEW
 from features.state import ENTITY_KEY, STATE_FEATURE, decode_states
 from features.transform import FEATURE_NAMES, window_features
@@ -43,7 +43,7 @@ CHUNK = 500  # keys per SELECT: well under SQLite's bound-parameter limit
 StoredState = tuple[bytes | None, datetime | None]  # (state bytes, event time of its newest event), None: never seen
 
 
-class OnlineStoreUnavailable(RuntimeError):
+class OnlineStoreUnavailable(ActivityError, RuntimeError):
     """The online store failed or did not answer within the budget: the caller should degrade, not wait."""
 
 

@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from activity_settings import ActivityError
+
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -46,7 +48,7 @@ RATE_LIMITED = problem_type("rate-limited")
 INTERNAL = problem_type("internal")
 
 
-class Problem(Exception):
+class Problem(ActivityError):
     """An HTTP error as a problem document; raise it anywhere in a request to answer with it.
 
     ``extra`` members go into the body next to the standard ones (e.g. ``errors``, ``reason``).

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from features.transform import FEATURE_NAMES
 from model_contract.triton_repository import INPUT, LABEL, PROBABILITIES, model_config, model_name, write_version
 
@@ -40,7 +40,7 @@ OUTPUTS = (PROBABILITIES, LABEL)
 LOAD_TIMEOUT_S = 120.0  # a load starts a backend process per instance and opens the ONNX model
 
 
-class TritonUnavailable(RuntimeError):
+class TritonUnavailable(ActivityError, RuntimeError):
     """Triton did not answer within its budget, failed, or is being skipped after a failure."""
 
 

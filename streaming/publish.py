@@ -11,7 +11,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from activity_settings import KafkaSettings
+from activity_settings import ActivityError, KafkaSettings
 from streaming.producer import DeliveryReport, TransactionPublisher
 from streaming.schema import SCHEMA_VERSION, encode_trusted, format_event_time
 from streaming.simulator import Population, simulate
@@ -125,7 +125,7 @@ class ReplayDefaults:
     timezone: str = "UTC"  # for timestamps without an offset
 
 
-class ReplayError(ValueError):
+class ReplayError(ActivityError, ValueError):
     """The input file cannot be replayed as mapped; the message names the column."""
 
 

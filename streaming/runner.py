@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from activity_settings import Settings
+from activity_settings import ActivityError, Settings
 from infra.kafka_access import KafkaAccessError, admin_client, cluster_metadata
 from infra.reachability import ServiceUnavailable, kafka_requirement, redis_requirement, require_all
 from infra.topics import topic_offsets
@@ -20,7 +20,7 @@ from streaming.paths import StreamPaths
 log = logging.getLogger("activity.stream")
 
 
-class StreamError(RuntimeError):
+class StreamError(ActivityError, RuntimeError):
     """The stream cannot start or stopped on an error; the message says what to do."""
 
 
