@@ -8,7 +8,7 @@ import sys
 
 def test_an_error_is_one_line_at_any_terminal_width() -> None:
     message = "Kafka at 127.0.0.1:1 does not answer " + "a long explanation " * 12 + "(run `activity stack up`)"
-    script = f"from activity.cli import fail\nfail({message!r})"
+    script = f"from activity.commands.common import fail\nfail({message!r})"
     for columns in ("40", "97", "200"):
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                                 env={"COLUMNS": columns, "PATH": "/usr/bin:/bin"})

@@ -60,7 +60,7 @@ REQUIRED_SECRETS = {
 }
 # Settings the deployment needs that activity_settings has not got yet. Until it has, the services given
 # them stop at start (the settings forbid unknown names): both metrics servers bind 127.0.0.1 only
-# (streaming/runner.py serve_metrics, activity/cli.py monitor_schedule), out of Prometheus's reach in
+# (streaming/runner.py serve_metrics, activity/commands/monitor.py monitor_schedule), out of Prometheus's reach in
 # another container or pod. Remove a name here once the setting exists.
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|API_?KEY|_AUTH$", re.IGNORECASE)
 REQUIRED_VAR = re.compile(r"\$\{[A-Z0-9_]+:\?[^}]*\}")

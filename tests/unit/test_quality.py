@@ -292,7 +292,8 @@ def test_mlflow_metric_names() -> None:
 
 
 def test_the_cli_reads_since_as_a_duration_or_a_time() -> None:
-    from activity.cli import UserError, _since
+    from activity.commands.common import UserError
+    from activity.commands.monitor import _since
 
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)
     assert _since(None, now) is None
