@@ -26,3 +26,11 @@ PREDICTION_LOG_DROPPED = Counter("activity_scorer_prediction_log_dropped_total",
 MICRO_BATCH_SIZE = Histogram("activity_scorer_micro_batch_size",
                              "Single-customer requests scored together in one micro-batch (1 = scored alone).",
                              buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+def export_model_versions(info: dict) -> None:
+    """The registered versions behind champion and challenger (``ModelHolder.info()``) on their gauge."""
+    challenger = info.get("challenger") or {}
+    for alias, version in (("champion", info.get("version")), ("challenger", challenger.get("version"))):
+        if version is not None and str(version).isdigit():
+            MODEL_VERSION.labels(alias).set(int(version))

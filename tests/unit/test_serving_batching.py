@@ -344,7 +344,7 @@ def alone_and_batched(make: Callable[[], tuple[Any, FakeLog]], customers: list[s
 def test_a_micro_batch_answers_logs_and_counts_exactly_like_its_requests_alone(
     settings: Settings, tmp_path: Path, case: str
 ) -> None:
-    from serving.app import Scorer
+    from serving.scorer import Scorer
 
     rows = customer_rows()
     sessions: list[FakeSession] = []
@@ -400,7 +400,7 @@ def test_a_micro_batch_answers_logs_and_counts_exactly_like_its_requests_alone(
 
 
 def test_a_batch_request_counts_one_fallback_per_request_as_before(settings: Settings, tmp_path: Path) -> None:
-    from serving.app import Scorer
+    from serving.scorer import Scorer
 
     holder = make_holder(settings, tmp_path)
     scorer = Scorer(settings, holder, FakeOnline(customer_rows(), down=True), None)
@@ -412,7 +412,7 @@ def test_a_batch_request_counts_one_fallback_per_request_as_before(settings: Set
 
 
 def test_request_ids_must_match_the_customers(settings: Settings, tmp_path: Path) -> None:
-    from serving.app import Scorer
+    from serving.scorer import Scorer
 
     scorer = Scorer(settings, make_holder(settings, tmp_path), FakeOnline(customer_rows()), None)
     with pytest.raises(ValueError, match="2 customers but 1 request ids"):
