@@ -20,20 +20,30 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
+import uvicorn
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
+from activity.retraining import drift_then_retrain
 from activity_settings import ActivityError, Settings, StreamingSettings, TopicSettings
 from features.store import FeatureWriter, historical_features, online_features
 from infra.stack import stack_up
 from infra.topics import ensure_topics, topic_offsets
+from model_contract.registry import tracking_uri
+from model_contract.triton_repository import repository_dir
+from monitoring.estimate_job import run_estimate
+from monitoring.receiver import AlertReceiver
+from serving.auth import issue_token
+from serving.main import build_app
 from streaming.consume import read_topic
 from streaming.publish import Pace, publish_simulation
 from streaming.runner import run_stream
 from streaming.simulator import Shift, make_population
+from training.pipeline import Reporter, train
 
 DEMO_TOPIC_PREFIX = "demo-"
 MALFORMED = [
@@ -82,9 +92,6 @@ def _drop_old_demos(settings: Settings, keep: str) -> None:
 
 
 def run_demo(settings: Settings, console: Console, customers: int, days: int, shift_days: int = 28) -> None:
-    from model_contract.triton_repository import repository_dir
-    from monitoring.receiver import AlertReceiver
-
     step = _Steps(console)
     figures: dict[str, str] = {}
     # the demo scores through Triton, as the platform deploys it; the demo's own data area writes its
@@ -197,8 +204,6 @@ def _check_features(demo: Settings, console: Console, sample: list[str]) -> None
 
 
 def _train(demo: Settings, console: Console) -> Any:
-    from training.pipeline import Reporter, train
-
     class Progress(Reporter):
         def step(self, name: str, detail: str = "") -> None:
             console.print(f"  [dim]{name}{': ' + detail if detail else ''}[/dim]")
@@ -215,11 +220,6 @@ def _train(demo: Settings, console: Console) -> Any:
 @contextmanager
 def _scorer(demo: Settings) -> Iterator[tuple[str, str]]:
     """The scorer app (``activity serve run``'s) on a free loopback port in a thread, and a read token."""
-    import uvicorn
-
-    from serving.auth import issue_token
-    from serving.main import build_app
-
     app = build_app(demo)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=demo.serving.port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="demo-scorer", daemon=True)
@@ -237,8 +237,6 @@ def _scorer(demo: Settings) -> Iterator[tuple[str, str]]:
 
 
 def _score(base: str, token: str, customers: list[str], console: Console) -> str:
-    import httpx
-
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
         table = Table("customer", "class", "p(decline)", "p(stable)", "p(growth)", "model", "features as of")
@@ -265,8 +263,6 @@ def _score(base: str, token: str, customers: list[str], console: Console) -> str
 
 
 def _estimate(demo: Settings, console: Console) -> str:
-    from monitoring.estimate_job import run_estimate
-
     report = run_estimate(demo, source="snapshot")
     lines = []
     for group in report.groups:
@@ -282,8 +278,6 @@ def _estimate(demo: Settings, console: Console) -> str:
 
 
 def _drift(demo: Settings, console: Console) -> Any:
-    from activity.retraining import drift_then_retrain
-
     drift = drift_then_retrain(demo, progress=lambda line: console.print(f"  [dim]{line}[/dim]"))
     console.print(f"  {drift.summary()}")
     counted = {name: value for name, value in drift.figures.psi.items() if name not in drift.figures.time_driven}
@@ -296,8 +290,6 @@ def _drift(demo: Settings, console: Console) -> Any:
 
 
 def _print_figures(console: Console, figures: dict[str, str], demo: Settings, paths: dict[str, Path]) -> None:
-    from model_contract.registry import tracking_uri
-
     table = Table("what", "figure", title="the platform, end to end")
     for name, value in figures.items():
         table.add_row(name, value)
@@ -323,7 +315,7 @@ class _Steps:
         self.console.rule(f"[bold]{len(self.done) + 1}. {self.title}")
         self.started = time.monotonic()
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         elapsed = time.monotonic() - self.started
         if exc_type is None:
             self.done.append((self.title, elapsed))

@@ -43,7 +43,7 @@ def retrain_now(settings: Settings) -> str:
     except RunInProgress as exc:
         metrics.RETRAINS.labels("skipped").inc()
         return f"skipped: {exc}"
-    except Exception as exc:  # noqa: BLE001 - a failed retraining leaves the champion; the drift run still reports
+    except Exception as exc:  # a failed retraining leaves the champion; the drift run still reports
         log.exception("drift-triggered training failed")
         metrics.RETRAINS.labels("failed").inc()
         return f"failed, champion unchanged: {type(exc).__name__}: {exc}"

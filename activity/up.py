@@ -23,11 +23,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+from mlflow.exceptions import MlflowException
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from activity_settings import ActivityError, Settings
+from activity_settings import ActivityError, Settings, settings_environment
+from infra.stack import stack_down, stack_up
+from model_contract.artifacts import CHAMPION
+from model_contract.registry import client, tracking_uri
+from serving.auth import issue_token
+from streaming.publish import Pace, TransactionPublisher, encode_simulated, publish_simulation
+from streaming.simulator import live_events, make_population
 
 ERROR_MARKERS = ("Traceback (most recent call last)", " ERROR ", "[error]", "Exception in thread")
 # Spark and Py4J log these at ERROR on a normal shutdown; they are not failures of the platform.
@@ -85,12 +95,6 @@ class Upstream:
     error: BaseException | None = None
 
     def run(self) -> None:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from streaming.publish import TransactionPublisher, encode_simulated
-        from streaming.simulator import live_events
-
         publisher = TransactionPublisher(self.settings.kafka, self.settings.kafka.topics.transactions)
         tick, interval = int(time.time() * 10), 0.1
         owed = 0.0
@@ -108,7 +112,7 @@ class Upstream:
                 tick += 1
                 next_at += interval
                 self.stop_event.wait(max(0.0, next_at - time.monotonic()))
-        except BaseException as exc:  # noqa: BLE001 - reported by the status line and at exit
+        except BaseException as exc:  # reported by the status line and at exit
             self.error = exc
         finally:
             publisher.close()
@@ -122,11 +126,6 @@ def up_home(settings: Settings) -> Path:
 def run_up(settings: Settings, console: Console, *, customers: int, history_days: int, rate: float,
            duration_s: float | None, with_prometheus: bool = False) -> int:
     """Run until Ctrl-C or ``duration_s``; returns the number of error lines found in the services' logs."""
-    from activity_settings import settings_environment
-    from infra.stack import stack_down, stack_up
-    from serving.auth import issue_token
-    from streaming.simulator import make_population
-
     logs = up_home(settings) / "logs"
     env = {**os.environ, **settings_environment(settings)}
     # trajectories play out over the history and the month after it; live traffic goes on from there
@@ -198,11 +197,6 @@ def _history_start(settings: Settings, history_days: int) -> date:
 
 
 def _has_champion(settings: Settings) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    from model_contract.artifacts import CHAMPION
-    from model_contract.registry import client
-
     try:
         client(settings).get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
@@ -213,8 +207,6 @@ def _has_champion(settings: Settings) -> bool:
 def _bootstrap(settings: Settings, console: Console, population: object, history_days: int, stream: Service,
                logs: Path, env: dict[str, str]) -> None:
     """A fresh data directory: publish the history, let the stream catch up, train the first champion."""
-    from streaming.publish import Pace, publish_simulation
-
     console.print(f"  first start: publishing {history_days} days of history of {population.size:,} customers")
     report = publish_simulation(settings.kafka, population, pace=Pace(), days=history_days)
     console.print(f"  {report.delivered:,} historical transactions published; waiting for the stream to catch up")
@@ -257,8 +249,6 @@ def _wait_ready(settings: Settings, scorer: Service, timeout_s: float = 180) -> 
 
 
 def _print_where(console: Console, settings: Settings, token: str, logs: Path, customer: str) -> None:
-    from model_contract.registry import tracking_uri
-
     base = f"http://{settings.serving.host}:{settings.serving.port}"
     lines = [
         f"API         {base}/docs  (OpenAPI)",
@@ -308,8 +298,6 @@ def _status(settings: Settings, upstream: Upstream, elapsed: float) -> str:
 
 def _scrape(port: int) -> dict[str, float]:
     """The samples of a /metrics endpoint on loopback ({} when it does not answer)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     if not port:
         return {}
     try:

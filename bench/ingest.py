@@ -306,15 +306,15 @@ class PeerResult:
 PEER_FEATURES = ("amount", "channel", "merchant_category")
 
 
-def peer_udf(df):  # noqa: ANN001, ANN201 - a pyspark DataFrame in and out
+def peer_udf(df):  # a pyspark DataFrame in and out
     """The StreamFeatureView's transformation: the latest amount, channel and category per customer."""
-    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import functions as F
 
     return df.select("customer_id", "amount", "channel", "merchant_category",
                      F.col("event_time").alias("event_timestamp"))
 
 
-def peer_trim(rows):  # noqa: ANN001, ANN201 - pandas in and out
+def peer_trim(rows):  # pandas in and out
     """Keep the view's columns (Feast adds 'created', and pandas' nth() + reset_index an 'index')."""
     return rows[["customer_id", *PEER_FEATURES, "event_timestamp"]].reset_index(drop=True)
 
@@ -327,7 +327,7 @@ def peer_ingest(settings: Settings, expected: int, max_offsets: int, timeout_s: 
         shutil.rmtree(PEER_CHECKPOINT)
     try:
         _run_peer(settings, expected, max_offsets, timeout_s, result)
-    except Exception as exc:  # noqa: BLE001 - the benchmark reports the peer's failure and goes on
+    except Exception as exc:  # the benchmark reports the peer's failure and goes on
         result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
         log("peer failed:\n" + traceback.format_exc())
     finally:
@@ -399,7 +399,7 @@ def _run_peer(settings: Settings, expected: int, max_offsets: int, timeout_s: fl
     result.notes.append(f"online row for c0000000: {({k: v[0] for k, v in sample.items()})}")
 
 
-def _drain(query, expected: int, timeout_s: float) -> dict[int, dict]:  # noqa: ANN001 - a StreamingQuery
+def _drain(query, expected: int, timeout_s: float) -> dict[int, dict]:  # a StreamingQuery
     """Poll the query's progress until it has read ``expected`` rows; progress by batch id."""
     seen: dict[int, dict] = {}
     deadline = time.monotonic() + timeout_s

@@ -96,7 +96,7 @@ def main() -> None:
     })
 
 
-def _shares(y):  # noqa: ANN001, ANN202
+def _shares(y):
     import numpy as np
 
     return np.bincount(y, minlength=3) / max(1, len(y))

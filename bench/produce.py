@@ -24,11 +24,11 @@ from streaming.publish import encode_simulated, publish_simulation
 from streaming.simulator import make_population, simulate
 
 
-def reference_rate(kafka, topic: str, values: list[bytes], keys: list[bytes]) -> float:  # noqa: ANN001
+def reference_rate(kafka, topic: str, values: list[bytes], keys: list[bytes]) -> float:
     """A bare producer: a tight produce() loop over pre-serialized values, then flush."""
     failed = 0
 
-    def on_delivery(err, _msg) -> None:  # noqa: ANN001
+    def on_delivery(err, _msg) -> None:
         nonlocal failed
         if err is not None:
             failed += 1

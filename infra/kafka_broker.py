@@ -179,7 +179,7 @@ def metadata_ready(client_config: dict[str, object], timeout_s: float = 2.0) -> 
     admin = AdminClient({**client_config, "socket.timeout.ms": 2000, "log_level": 0})
     try:
         admin.list_topics(timeout=timeout_s)
-    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+    except Exception:  # any failure means "not ready yet"
         return False
     return True
 

@@ -12,7 +12,8 @@ one (``infra/kafka_broker.py``: same jars, same version, same base settings), wi
 - the controller listener PLAINTEXT on 127.0.0.1, as it never leaves the node.
 
 Everything it owns lives in the given directory. It is for tests and local trials, never for data that
-matters: the password sits in the broker's config and on the storage tool's command line.
+matters: the password sits in the broker's config and on the storage tool's command line. ``cryptography``
+is imported only where the CA is made, the one place that needs it.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def session_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def spark_session(settings: Settings, app_name: str, extra: dict[str, str] | None = None):  # noqa: ANN201
+def spark_session(settings: Settings, app_name: str, extra: dict[str, str] | None = None):
     """Build (or reuse) the SparkSession for ``settings.spark.master`` with the Kafka connector."""
     import pyspark
     from pyspark.sql import SparkSession

@@ -77,7 +77,7 @@ _ELECTION_ERRORS = frozenset({
 })
 
 
-def _watermarks(consumer, partition, timeout_s: float) -> tuple[int, int]:  # noqa: ANN001
+def _watermarks(consumer, partition, timeout_s: float) -> tuple[int, int]:
     """Watermarks, retrying while a just-created partition's leader is still being elected."""
     deadline = time.monotonic() + timeout_s
     while True:

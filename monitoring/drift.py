@@ -254,7 +254,7 @@ def load_reference(settings: Settings, workdir: Path) -> Reference:
     target.mkdir(parents=True, exist_ok=True)
     try:
         local = Path(registry.client(settings).download_artifacts(model.run_id, REFERENCE_DIR, str(target)))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+    except Exception as exc:  # MLflow raises several types for a missing artifact
         raise DriftError(f"model v{model.version} has no training reference in run {model.run_id}: {exc}") from exc
     features = pd.read_parquet(local / REFERENCE_FEATURES)
     statistics = json.loads((local / REFERENCE_STATISTICS).read_text())

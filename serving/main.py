@@ -17,27 +17,25 @@ from fastapi import FastAPI
 from activity_settings import Settings, load_settings
 from infra.reachability import Requirement, kafka_requirement, redis_requirement
 from serving.app import create_app
+from serving.online import OnlineFeatures
+from serving.prediction_log import PredictionLog
+from serving.scoring import ModelHolder
 
 log = logging.getLogger("activity.serving")
 
 
 def build_app(settings: Settings, prediction_log: bool | None = None) -> FastAPI:
-    from serving.online import OnlineFeatures
-    from serving.scoring import ModelHolder
-
     holder = ModelHolder(settings, settings.home / "serving" / "models")
     holder.startup()
     online = OnlineFeatures(settings)
     publisher: Any = None
     if settings.serving.prediction_log if prediction_log is None else prediction_log:
-        from serving.prediction_log import PredictionLog
-
         publisher = PredictionLog(settings)
     app = create_app(settings, holder, online, publisher, settings.serving.micro_batch_max)
     previous = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(application: FastAPI):  # noqa: ANN202
+    async def lifespan(application: FastAPI):
         holder.start_watcher()
         async with previous(application):
             yield

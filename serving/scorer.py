@@ -153,7 +153,7 @@ class Scorer:
                 request_ids: Sequence[str], separate: bool = False) -> None:
         try:
             shadow = self.holder.score(x, "challenger")
-        except Exception:  # noqa: BLE001 - the shadow never affects the answer
+        except Exception:  # the shadow never affects the answer
             if separate and len(x) > 1:  # it may have failed on one row: each request's shadow alone, as unbatched
                 for i in range(len(x)):
                     self._shadow(x[i:i + 1], customer_ids[i:i + 1], arms[i:i + 1], results[i:i + 1],

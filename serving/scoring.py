@@ -292,7 +292,7 @@ class ModelHolder:
                     raise ValueError("the manifest names no champion")
                 try:
                     challenger = self._from_manifest(manifest.get("challenger"))
-                except Exception as exc:  # noqa: BLE001 - the champion still serves without its challenger
+                except Exception as exc:  # the champion still serves without its challenger
                     challenger = None
                     errors.append(f"cached challenger unusable: {_reason(exc)}")
                 single = None
@@ -301,9 +301,9 @@ class ModelHolder:
                     try:
                         single = FallbackModel(fallback["name"], str(fallback["version"]), Path(fallback["path"]),
                                                OnnxScorer(fallback["path"]))
-                    except Exception as exc:  # noqa: BLE001 - the champion still serves; say why the fallback won't
+                    except Exception as exc:  # the champion still serves; say why the fallback won't
                         errors.append(f"cached fallback unusable: {_reason(exc)}")
-            except Exception as exc:  # noqa: BLE001 - no manifest, unreadable, or its model is gone/corrupt
+            except Exception as exc:  # no manifest, unreadable, or its model is gone/corrupt
                 errors.append(f"cache {self.cache_dir / MANIFEST} unusable: {_reason(exc)}")
                 self.last_error = "; ".join(errors)
                 served = self._served
@@ -354,7 +354,7 @@ class ModelHolder:
                 if problem and problem != reported:
                     log.warning("model reload: %s", problem)
                 reported = problem
-            except BaseException:  # noqa: BLE001 - the watcher must outlive anything a reload throws
+            except BaseException:  # the watcher must outlive anything a reload throws
                 log.exception("model reload crashed; keeping the current model")
 
     # -- reporting ---------------------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ class ModelHolder:
             for model in keep:
                 self.triton.publish(model.version, model.onnx_path)
             self.triton.serve(model.version for model in keep)
-        except Exception as exc:  # noqa: BLE001 - Triton down or refusing: the in-process copies answer meanwhile
+        except Exception as exc:  # Triton down or refusing: the in-process copies answer meanwhile
             errors.append(f"triton: {_reason(exc)}")
 
         def attached(model: LoadedModel | None) -> LoadedModel | None:
@@ -411,7 +411,7 @@ class ModelHolder:
         when the registry cannot be read (or the version cannot be downloaded)."""
         try:
             registered = load_by_alias(self.settings, alias, self.cache_dir)
-        except Exception as exc:  # noqa: BLE001 - registry down, artifact download failed
+        except Exception as exc:  # registry down, artifact download failed
             raise _RegistryDown(_reason(exc)) from exc
         if registered is None:
             problem = self._registry_problem()
@@ -429,7 +429,7 @@ class ModelHolder:
             return current
         try:
             model = self._build(registered, alias)
-        except Exception as exc:  # noqa: BLE001 - corrupt/incompatible model: keep serving the last good one
+        except Exception as exc:  # corrupt/incompatible model: keep serving the last good one
             reason = f"{alias}: version {registered.version} rejected, keeping " \
                      f"{'version ' + current.version if current else 'no model'}: {_reason(exc)}"
             self._failed[key] = reason
@@ -444,7 +444,7 @@ class ModelHolder:
         """Why the registry cannot be read, or None when it answers (``load_by_alias`` hides the difference)."""
         try:
             client(self.settings).search_registered_models(max_results=1)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return _reason(exc)
         return None
 
@@ -457,7 +457,7 @@ class ModelHolder:
     def _metrics(self, run_id: str) -> dict[str, float]:
         try:
             metrics = client(self.settings).get_run(run_id).data.metrics
-        except Exception as exc:  # noqa: BLE001 - metrics are informative only
+        except Exception as exc:  # metrics are informative only
             log.warning("metrics of run %s unavailable: %s", run_id, _reason(exc))
             return {}
         return {name: float(metrics[name]) for name in HEADLINE_METRICS if name in metrics}
@@ -474,7 +474,7 @@ class ModelHolder:
                 raise FileNotFoundError(f"version {champion.version} has no {FALLBACK_ONNX_FILE}: it was registered "
                                         "before the trainer wrote one; `activity train run` registers one with it")
             return FallbackModel(f"{champion.name}/xgboost-only", champion.version, path, _checked_scorer(path))
-        except Exception as exc:  # noqa: BLE001 - the champion still serves; only the middle fallback is missing
+        except Exception as exc:  # the champion still serves; only the middle fallback is missing
             self._failed[key] = f"single-member fallback of version {champion.version} unavailable: {_reason(exc)}"
             errors.append(self._failed[key])
             return None
@@ -548,7 +548,7 @@ def _run(scorer: OnnxScorer, x: np.ndarray, level: str) -> tuple[np.ndarray, np.
     """Probabilities and decided labels in one onnxruntime call; any failure or non-finite output -> unavailable."""
     try:
         probabilities, label = scorer.session.run([PROBABILITIES, LABEL], {INPUT: x})
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base worth naming
+    except Exception as exc:  # onnxruntime's errors have no common base worth naming
         raise ModelUnavailable(f"{level} failed to score: {_reason(exc)}") from exc
     if not np.isfinite(probabilities).all():
         raise ModelUnavailable(f"{level} produced non-finite probabilities")
@@ -559,7 +559,7 @@ def _run_remote(remote: Any, x: np.ndarray, level: str) -> tuple[np.ndarray, np.
     """``_run`` through Triton: its failures and budget overruns make the level unavailable."""
     try:
         probabilities, label = remote.score(x)
-    except Exception as exc:  # noqa: BLE001 - TritonUnavailable, or an answer that does not parse
+    except Exception as exc:  # TritonUnavailable, or an answer that does not parse
         raise ModelUnavailable(f"{level} failed in Triton: {_reason(exc)}") from exc
     if not np.isfinite(probabilities).all():
         raise ModelUnavailable(f"{level} produced non-finite probabilities in Triton")

@@ -271,7 +271,7 @@ def spark_schema_ddl() -> str:
     return ", ".join(f"{field.name} {field.spark_type}" for field in FIELDS)
 
 
-def spark_schema():  # noqa: ANN201 - pyspark is imported lazily
+def spark_schema():  # pyspark is imported lazily
     from pyspark.sql.types import StructType
 
     return StructType.fromDDL(spark_schema_ddl())

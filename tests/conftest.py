@@ -56,7 +56,7 @@ def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def spark(kafka_stack: Settings):  # noqa: ANN201
+def spark(kafka_stack: Settings):
     """A local Spark session with the Kafka connector, shared by the session's tests."""
     from infra.spark import spark_session
 

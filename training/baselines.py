@@ -13,8 +13,8 @@ entity rows that carry the feature columns (``FEATURE_NAMES``) and the labels (`
 * ``BgNbdBaseline``: the classic buy-till-you-die model (BG/NBD, Fader, Hardie & Lee 2005)
   fitted by maximum likelihood (the paper's eq. 6, scipy). No maintained library is a light
   dependency here: ``lifetimes`` is unmaintained since 2020 and pymc-marketing brings ~285 MB
-  (numba, llvmlite, pytensor compiling C); its MAP estimates were checked to land on the same
-  parameters and expectations (to 1e-13) as this code. It predicts the expected count of the next horizon from
+  (numba, llvmlite, pytensor compiling C); its MAP estimates land on the same parameters and
+  expectations as this code (docs/training.md). It predicts the expected count of the next horizon from
   exact recency/frequency/age computed from the daily counts, and turns it into classes the same
   way as the oracle (Poisson counts around the expectation).
 

@@ -2,7 +2,7 @@
 
 Labels come from the raw archive (every accepted event); features come from Feast's
 point-in-time join through the feature service, so each row sees only what was known at its
-``as_of``. The trainer (being built) fits on the result.
+``as_of``. ``training.pipeline`` fits the ensemble on the result.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def labelled_entities(daily: pd.DataFrame, policy: LabelPolicy, grid_days: int) 
     return label_activity_change(daily, grid, policy)
 
 
-def training_set(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa: ANN001 - feast.FeatureStore
+def training_set(store, entities: pd.DataFrame) -> pd.DataFrame:  # feast.FeatureStore
     """Features at each row's as_of joined to its labels (rows are unique per customer and time)."""
     keys = entities[[ENTITY_KEY, EVENT_TIMESTAMP]]
     if keys.duplicated().any():

@@ -12,12 +12,12 @@ The graph repeats ``training.model`` step by step::
       -> Mul decision_weights -> ArgMax -> "label" (int64 [N])
 
 Precision: the trees run in float32, as the native models effectively do (both compare float32
-inputs with float32-representable thresholds; the forest's leaf averaging in float32 instead of
-float64 costs ~1e-7, the measured gap to native). The stacker runs in DOUBLE, the arithmetic of
+inputs with float32-representable thresholds; the forest's leaf averaging in float32 rather than
+float64 is the only gap to native, far inside the 1e-5 parity tolerance). The stacker runs in DOUBLE, the arithmetic of
 the numpy ``Stacker``, so it adds no error of its own: the 1/p slope of the log near the 1e-6
 floor magnifies any float32 rounding of the members' probabilities, and the -1e9 intercept of a
-class absent from validation must stay exact (float32 measured no worse on test data, but only the
-double version is the same computation). ``label`` is taken from the double probabilities, so it
+class absent from validation must stay exact (only the double version is the same computation).
+``label`` is taken from the double probabilities, so it
 follows the native ``argmax(p * w)`` even where the float32 rounding of ``probabilities`` would
 make a near tie ambiguous; ``probabilities`` is float32 because that is the serving contract
 (rounding ~6e-8). NaN inputs are NOT at parity: sklearn's forest routes NaN by its own rule,

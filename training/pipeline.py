@@ -55,10 +55,10 @@ STEPS = ("labels", "features", "fit", "baselines", "evaluate", "log", "gate")
 class Reporter:
     """Receives the run's progress; the default says nothing."""
 
-    def step(self, name: str, detail: str = "") -> None:  # noqa: B027 - optional hook
+    def step(self, name: str, detail: str = "") -> None:  # optional hook
         pass
 
-    def done(self, name: str, detail: str = "") -> None:  # noqa: B027 - optional hook
+    def done(self, name: str, detail: str = "") -> None:  # optional hook
         pass
 
 

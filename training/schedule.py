@@ -103,7 +103,7 @@ def run_jobs(jobs: list[CronJob], *, max_runs: int | None = None,
             record = RunRecord(started, True, job.run(), job.name)
         except RunInProgress as exc:
             record = RunRecord(started, False, f"skipped: {exc}", job.name)
-        except Exception as exc:  # noqa: BLE001 - a failed run must not stop the schedule
+        except Exception as exc:  # a failed run must not stop the schedule
             log.exception("%s run failed", job.name)
             left = f", {job.after_failure}" if job.after_failure else ""
             record = RunRecord(started, False, f"failed{left}: {type(exc).__name__}: {exc}", job.name)

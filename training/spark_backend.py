@@ -17,7 +17,10 @@ scikit-learn from the nodes' impurities and weights) are Spark's ``featureImport
 
 Tree structure comes from the saved model (Spark writes tree ensembles as parquet, read here with
 pyarrow in one go) when the driver's disk is where Spark writes, i.e. a ``local`` master; elsewhere
-it falls back to walking the JVM trees over py4j, which is correct but costs ~0.4 ms per node.
+it falls back to walking the JVM trees over py4j, which is correct but slow (a py4j call per node).
+
+pyspark and ``xgboost.spark`` are imported inside the functions that use them: only this backend needs
+a JVM, and importing this module (for its types and errors) must not start one.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def fit_spark_models(spark: SparkSession, train: pd.DataFrame, params: ModelPara
     return SparkMembers(forest=forest, booster=booster, frame=frame)
 
 
-def _fit_logged(name: str, estimator: Any, frame: DataFrame, detail: str) -> Any:  # noqa: ANN401 - Spark models
+def _fit_logged(name: str, estimator: Any, frame: DataFrame, detail: str) -> Any:  # Spark models
     started = time.perf_counter()
     log.info("fitting the Spark %s (%s) on %d rows", name, detail, frame.count())
     model = estimator.fit(frame)

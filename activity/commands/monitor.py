@@ -54,7 +54,7 @@ def monitor_drift(
     _print_drift(outcome)
 
 
-def _print_drift(outcome) -> None:  # noqa: ANN001 - monitoring.drift.DriftOutcome
+def _print_drift(outcome) -> None:  # monitoring.drift.DriftOutcome
     f = outcome.figures
     table = Table("feature", "drift score", "method", "PSI", "drifted", title=outcome.summary())
     for name in sorted(f.scores, key=lambda n: -f.psi[n]):
@@ -193,7 +193,7 @@ def monitor_quality(
     _print_quality(report)
 
 
-def _print_quality(report) -> None:  # noqa: ANN001 - monitoring.quality.QualityReport
+def _print_quality(report) -> None:  # monitoring.quality.QualityReport
     from activity.estimate_report import print_estimated_beside_realized
     from model_contract.labels import CLASSES
 

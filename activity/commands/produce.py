@@ -64,7 +64,7 @@ def produce_simulate(
         raise fail(exc) from None
 
 
-def _publish_simulation(cfg: Settings, population, first_day: int, rate: float | None) -> None:  # noqa: ANN001
+def _publish_simulation(cfg: Settings, population, first_day: int, rate: float | None) -> None:
     from streaming.publish import Pace, publish_simulation
 
     with progress_bar() as progress:
@@ -115,7 +115,7 @@ def produce_replay(
     _print_report(report, cfg.kafka.topics.transactions)
 
 
-def _print_report(report, topic: str) -> None:  # noqa: ANN001 - DeliveryReport
+def _print_report(report, topic: str) -> None:  # DeliveryReport
     table = Table("topic", "sent", "delivered", "failed", "seconds", "events/s", title="summary")
     failed = report.failed + report.undelivered
     table.add_row(topic, f"{report.queued:,}", f"{report.delivered:,}", f"{failed:,}",

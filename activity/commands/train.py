@@ -39,7 +39,7 @@ class _TrainingProgress:
         self.progress.update(self.tasks[name], completed=1)
 
 
-def _train_once(cfg: Settings):  # noqa: ANN202 - TrainingOutcome
+def _train_once(cfg: Settings):  # TrainingOutcome
     from training.pipeline import train
     from training.schedule import exclusive_run
 
@@ -48,7 +48,7 @@ def _train_once(cfg: Settings):  # noqa: ANN202 - TrainingOutcome
         return train(cfg, reporter=reporter)
 
 
-def _print_outcome(outcome) -> None:  # noqa: ANN001 - TrainingOutcome
+def _print_outcome(outcome) -> None:  # TrainingOutcome
     table = Table(Column("model", no_wrap=True), "ROC-AUC", "macro-F1", "PR-AUC", "log loss", "ECE", "lift@10%",
                   title=f"test window: {outcome.rows['test']:,} rows (train {outcome.rows['train']:,}, "
                         f"validation {outcome.rows['validation']:,})")
@@ -92,7 +92,7 @@ def train_schedule(
 
     cfg = settings()
 
-    def once():  # noqa: ANN202
+    def once():
         outcome = _train_once(cfg)
         _print_outcome(outcome)
         return outcome

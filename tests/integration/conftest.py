@@ -52,7 +52,7 @@ def trained(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
-def first(trained: Settings):  # noqa: ANN201 - (TrainingOutcome, TrainingData)
+def first(trained: Settings):  # (TrainingOutcome, TrainingData)
     """The first training run on that history: it registers the champion."""
     from training.pipeline import build_training_data, train
 

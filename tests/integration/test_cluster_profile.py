@@ -163,7 +163,7 @@ def active(cluster: Cluster, n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scorer(cluster: Cluster):  # noqa: ANN201 - (TestClient, headers)
+def scorer(cluster: Cluster):  # (TestClient, headers)
     from fastapi.testclient import TestClient
 
     from serving.auth import issue_token
@@ -233,7 +233,7 @@ def test_redis_online_features_equal_feasts_and_the_point_in_time_offline_featur
     assert (merged.loc[~never, "tx_count_90d_on"] > 0).any()
 
 
-def test_a_query_returns_the_champions_prediction_from_the_offline_features(cluster: Cluster, scorer) -> None:  # noqa: ANN001
+def test_a_query_returns_the_champions_prediction_from_the_offline_features(cluster: Cluster, scorer) -> None:
     from features.store import FeatureWriter, historical_features
     from model_contract import registry
     from model_contract.onnx_runner import as_matrix

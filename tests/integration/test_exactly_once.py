@@ -61,7 +61,7 @@ def assert_same_states(actual: list, expected: list, customers: list[str]) -> No
         np.testing.assert_allclose(a[field], e[field], rtol=1e-9, err_msg=field)
 
 
-def test_killed_job_resumes_without_losing_or_double_counting(kafka_stack: Settings, tmp_path: Path, spark) -> None:  # noqa: ANN001
+def test_killed_job_resumes_without_losing_or_double_counting(kafka_stack: Settings, tmp_path: Path, spark) -> None:
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     print(f"kill points drawn with seed {seed}")
@@ -101,7 +101,7 @@ def test_killed_job_resumes_without_losing_or_double_counting(kafka_stack: Setti
 
 
 def test_a_committed_batch_whose_feature_write_failed_is_written_on_restart(
-        kafka_stack: Settings, tmp_path: Path, spark, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        kafka_stack: Settings, tmp_path: Path, spark, monkeypatch: pytest.MonkeyPatch) -> None:
     """Spark commits a batch once its decisions are logged and its sinks written, while the fold (history
     merge, Feast writes) runs on: a fold that fails after the commit is redone from the log on restart."""
     from streaming.runner import StreamError, run_stream

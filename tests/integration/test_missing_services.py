@@ -53,7 +53,7 @@ def test_serve_run_without_its_redis_online_store(tmp_path: Path) -> None:
     assert "redis-server" in message
 
 
-def test_stream_run_without_its_redis_online_store(kafka_stack, tmp_path: Path) -> None:  # noqa: ANN001
+def test_stream_run_without_its_redis_online_store(kafka_stack, tmp_path: Path) -> None:
     settings = kafka_stack.model_copy(update={"data_dir": tmp_path})
     env = settings_env(settings) | {"ACTIVITY_FEATURE_STORE__ONLINE_STORE": "redis",
                                     "ACTIVITY_FEATURE_STORE__REDIS_CONNECTION_STRING": f"127.0.0.1:{free_port()}"}

@@ -32,7 +32,7 @@ def receiver() -> Iterator[AlertReceiver]:
 
 
 @pytest.fixture(scope="module")
-def watched(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory, receiver: AlertReceiver):  # noqa: ANN201
+def watched(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory, receiver: AlertReceiver):
     """A population streamed for 200 days and a champion trained on it."""
     from streaming.simulator import make_population
     from training.pipeline import train
@@ -50,7 +50,7 @@ def watched(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory, rec
     return settings, population
 
 
-def _stream_days(settings: Settings, population, first: int, days: int) -> None:  # noqa: ANN001
+def _stream_days(settings: Settings, population, first: int, days: int) -> None:
     from streaming.publish import encode_simulated, publish_tables
     from streaming.runner import run_stream
     from streaming.simulator import simulate
@@ -63,7 +63,7 @@ def _gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
     return REGISTRY.get_sample_value(name, labels or {})
 
 
-def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(watched, receiver: AlertReceiver) -> None:  # noqa: ANN001
+def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(watched, receiver: AlertReceiver) -> None:
     from mlflow import MlflowClient
 
     from model_contract.registry import tracking_uri
@@ -113,7 +113,7 @@ def test_a_shifted_population_is_detected_and_alerted_an_unshifted_one_is_not(wa
         f"drift/{drifted.report_path.name}", "drift/figures.json"}
 
 
-def test_the_champions_quality_is_estimated_exported_and_logged(watched) -> None:  # noqa: ANN001
+def test_the_champions_quality_is_estimated_exported_and_logged(watched) -> None:
     import subprocess
     import sys
 
@@ -139,7 +139,7 @@ def test_the_champions_quality_is_estimated_exported_and_logged(watched) -> None
     assert "CBPE" in done.stdout and "MLflow run" in done.stdout
 
 
-def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) -> None:  # noqa: ANN001
+def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) -> None:
     from activity.retraining import drift_then_retrain
     from model_contract.registry import client
 
@@ -162,7 +162,7 @@ def test_drift_starts_a_retraining_run_by_the_policy_once_per_interval(watched) 
     assert {v.version for v in client(settings).search_model_versions(f"name='{name}'")} == after
 
 
-def test_the_cli_reports_drift_and_exits_cleanly(watched) -> None:  # noqa: ANN001
+def test_the_cli_reports_drift_and_exits_cleanly(watched) -> None:
     import subprocess
     import sys
 

@@ -32,7 +32,7 @@ UNRIPE_DAY = BOUNDARY_DAY + timedelta(days=1)  # would need LAST_DAY itself (tre
 class Webhook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:  # http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Webhook.received.append(json.loads(body))
         self.send_response(200)
@@ -43,7 +43,7 @@ class Webhook(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def quality_stack(trained: Settings, first, tmp_path_factory: pytest.TempPathFactory  # noqa: ANN001
+def quality_stack(trained: Settings, first, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[tuple[Settings, list[dict]]]:
     """The trained stack with its own predictions topic, MLflow experiment and registered model (v1 champion,
     v2 challenger: both copies of the first run's model), half the customers on the challenger, and a
@@ -161,7 +161,7 @@ def sklearn_figures(rows: pd.DataFrame) -> dict[str, float]:
     return figures
 
 
-def test_online_quality_matches_a_direct_computation(quality_stack) -> None:  # noqa: ANN001
+def test_online_quality_matches_a_direct_computation(quality_stack) -> None:
     from prometheus_client import REGISTRY
     from scipy.stats import mannwhitneyu, norm
 
@@ -246,7 +246,7 @@ def test_online_quality_matches_a_direct_computation(quality_stack) -> None:  # 
     assert report.alerts_delivered
 
 
-def test_calibration_is_checked_on_matured_answers_and_each_versions_map_refit(quality_stack) -> None:  # noqa: ANN001
+def test_calibration_is_checked_on_matured_answers_and_each_versions_map_refit(quality_stack) -> None:
     from prometheus_client import REGISTRY
 
     from monitoring.calibration import load_map
@@ -276,7 +276,7 @@ def first_run_id(settings: Settings) -> str:
     return client.get_model_version_by_alias(settings.mlflow.registered_model, "champion").run_id
 
 
-def test_nothing_matured_is_a_clear_empty_report(quality_stack) -> None:  # noqa: ANN001
+def test_nothing_matured_is_a_clear_empty_report(quality_stack) -> None:
     from monitoring.quality import run_quality
 
     settings, _ = quality_stack
@@ -285,7 +285,7 @@ def test_nothing_matured_is_a_clear_empty_report(quality_stack) -> None:  # noqa
     assert report.funnel["records"] == 0 and "No prediction has matured yet" in report.markdown()
 
 
-def test_the_cli_prints_the_report_and_writes_the_textfile(quality_stack) -> None:  # noqa: ANN001
+def test_the_cli_prints_the_report_and_writes_the_textfile(quality_stack) -> None:
     import subprocess
     import sys
 

@@ -45,7 +45,7 @@ def simulated(kafka_stack: Settings) -> dict[str, list[str]]:
     return sent
 
 
-def test_every_event_arrives_keyed_by_customer_in_order_per_key(kafka_stack: Settings, simulated) -> None:  # noqa: ANN001
+def test_every_event_arrives_keyed_by_customer_in_order_per_key(kafka_stack: Settings, simulated) -> None:
     received: dict[str, list[str]] = defaultdict(list)
     partitions_of: dict[str, set[int]] = defaultdict(set)
     count = 0
@@ -60,7 +60,7 @@ def test_every_event_arrives_keyed_by_customer_in_order_per_key(kafka_stack: Set
     assert received == simulated  # same events per key, in the order sent
 
 
-def test_spark_reads_the_topic_through_the_connector(kafka_stack: Settings, simulated, spark) -> None:  # noqa: ANN001
+def test_spark_reads_the_topic_through_the_connector(kafka_stack: Settings, simulated, spark) -> None:
     frame = (
         spark.read.format("kafka")
         .option("kafka.bootstrap.servers", kafka_stack.kafka.bootstrap)
@@ -74,7 +74,7 @@ def test_spark_reads_the_topic_through_the_connector(kafka_stack: Settings, simu
     assert keys == len(simulated)
 
 
-def test_cli_replay_streams_a_csv_file(kafka_stack: Settings, simulated, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_replay_streams_a_csv_file(kafka_stack: Settings, simulated, tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
     pd.DataFrame({
         "cust": [f"r{i % 7}" for i in range(500)],

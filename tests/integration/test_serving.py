@@ -27,7 +27,7 @@ def serving_settings(trained: Settings, tmp_path: Path, **serving: object) -> Se
 
 
 @pytest.fixture(scope="module")
-def scorer(trained: Settings, first) -> Iterator[tuple[TestClient, dict[str, str], Settings]]:  # noqa: ANN001
+def scorer(trained: Settings, first) -> Iterator[tuple[TestClient, dict[str, str], Settings]]:
     from serving.auth import issue_token
     from serving.main import build_app
 
@@ -38,7 +38,7 @@ def scorer(trained: Settings, first) -> Iterator[tuple[TestClient, dict[str, str
         yield client, headers, settings
 
 
-def test_a_query_returns_the_champions_prediction_from_the_parity_features(scorer, first) -> None:  # noqa: ANN001
+def test_a_query_returns_the_champions_prediction_from_the_parity_features(scorer, first) -> None:
     from model_contract import registry
     from model_contract.onnx_runner import as_matrix
     from training.tracking import load_ensemble
@@ -56,7 +56,7 @@ def test_a_query_returns_the_champions_prediction_from_the_parity_features(score
         assert body["request_id"] == answer.headers["X-Request-ID"]
 
 
-def test_concurrent_requests_are_scored_together_and_answered_as_alone(scorer) -> None:  # noqa: ANN001
+def test_concurrent_requests_are_scored_together_and_answered_as_alone(scorer) -> None:
     """Micro-batching: requests arriving together share one scoring call, each answered as it would be alone."""
     import asyncio
 
@@ -89,7 +89,7 @@ def test_concurrent_requests_are_scored_together_and_answered_as_alone(scorer) -
         assert {**body, "request_id": None} == {**alone, "request_id": None}
 
 
-def test_batch_answers_each_customer_and_never_seen_ones_get_cold_start(scorer) -> None:  # noqa: ANN001
+def test_batch_answers_each_customer_and_never_seen_ones_get_cold_start(scorer) -> None:
     client, headers, _ = scorer
     body = {"customers": [{"customer_id": "c0000001", "as_of": AS_OF}, {"customer_id": "never-seen-1"}]}
     answer = client.post("/v1/activity:batch", json=body, headers=headers)
@@ -108,7 +108,7 @@ def test_batch_answers_each_customer_and_never_seen_ones_get_cold_start(scorer) 
     ("post", "/v1/activity:batch", {"customers": [{"customer_id": "x", "extra": 1}]}),
     ("post", "/v1/activity:batch", {"customers": [{"customer_id": f"c{i}"} for i in range(501)]}),
 ])
-def test_bad_requests_get_a_4xx_problem(scorer, method: str, path: str, body: dict | None) -> None:  # noqa: ANN001
+def test_bad_requests_get_a_4xx_problem(scorer, method: str, path: str, body: dict | None) -> None:
     client, headers, _ = scorer
     answer = client.request(method.upper(), path, json=body, headers=headers)
     assert 400 <= answer.status_code < 500, answer.text
@@ -120,7 +120,7 @@ def test_bad_requests_get_a_4xx_problem(scorer, method: str, path: str, body: di
     ("get", "/v1/customers/c0000001/activity"), ("post", "/v1/activity:batch"), ("get", "/v1/model"),
     ("post", "/v1/admin/reload"),
 ])
-def test_every_protected_route_needs_credentials_and_the_scope(scorer, method: str, path: str) -> None:  # noqa: ANN001
+def test_every_protected_route_needs_credentials_and_the_scope(scorer, method: str, path: str) -> None:
     from serving.auth import create_api_key, issue_token
 
     client, _, settings = scorer
@@ -135,7 +135,7 @@ def test_every_protected_route_needs_credentials_and_the_scope(scorer, method: s
     assert client.get("/healthz").status_code == 200
 
 
-def test_model_route_metrics_and_readiness(scorer) -> None:  # noqa: ANN001
+def test_model_route_metrics_and_readiness(scorer) -> None:
     client, headers, _ = scorer
     model = client.get("/v1/model", headers=headers).json()
     assert model["version"] and model["metrics"]["roc_auc"] > 0.5 and model["source"] == "registry"
@@ -146,20 +146,20 @@ def test_model_route_metrics_and_readiness(scorer) -> None:  # noqa: ANN001
         assert name in exported, name
 
 
-def test_predictions_are_logged_to_kafka(scorer) -> None:  # noqa: ANN001
+def test_predictions_are_logged_to_kafka(scorer) -> None:
     from streaming.consume import read_topic
 
     client, headers, settings = scorer
     client.get("/v1/customers/c0000007/activity", params={"as_of": AS_OF}, headers=headers)
     app_log = client.app.state.scorer.prediction_log
     assert app_log is not None
-    app_log._producer.flush(10)  # noqa: SLF001 - delivery before reading the topic back
+    app_log._producer.flush(10)  # delivery before reading the topic back
     records = [r for r in read_topic(settings.kafka, settings.kafka.topics.predictions, from_beginning=True,
                                      idle_timeout_s=3.0) if r.key == b"c0000007"]
     assert records and b'"customer_id":"c0000007"' in records[0].value
 
 
-def test_online_store_unavailable_degrades_without_a_5xx(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
+def test_online_store_unavailable_degrades_without_a_5xx(trained: Settings, first, tmp_path: Path) -> None:
     from serving.app import create_app
     from serving.auth import issue_token
     from serving.online import OnlineFeatures
@@ -180,7 +180,7 @@ def test_online_store_unavailable_degrades_without_a_5xx(trained: Settings, firs
         assert client.get("/readyz").status_code == 503
 
 
-def test_registry_down_at_start_serves_from_the_cache(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
+def test_registry_down_at_start_serves_from_the_cache(trained: Settings, first, tmp_path: Path) -> None:
     from serving.scoring import ModelHolder
 
     settings = serving_settings(trained, tmp_path)
@@ -193,7 +193,7 @@ def test_registry_down_at_start_serves_from_the_cache(trained: Settings, first, 
     assert cold.info()["version"] == warm.info()["version"] and cold.info()["source"] == "cache"
 
 
-def test_a_reload_under_load_fails_no_request(scorer, first) -> None:  # noqa: ANN001
+def test_a_reload_under_load_fails_no_request(scorer, first) -> None:
     from serving.auth import issue_token
 
     client, headers, settings = scorer
@@ -219,7 +219,7 @@ def test_a_reload_under_load_fails_no_request(scorer, first) -> None:  # noqa: A
     assert len(FEATURE_NAMES) == 24
 
 
-def test_generated_requests_never_get_a_server_error(scorer) -> None:  # noqa: ANN001
+def test_generated_requests_never_get_a_server_error(scorer) -> None:
     """Schemathesis: requests generated from the app's own OpenAPI document, with and without credentials."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
@@ -235,7 +235,7 @@ def test_generated_requests_never_get_a_server_error(scorer) -> None:  # noqa: A
 
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def no_server_error(case) -> None:  # noqa: ANN001
+        def no_server_error(case) -> None:
             for headers in (admin, {}):
                 response = case.call(headers=headers)
                 assert response.status_code < 500, (case.method, case.path, response.text)
@@ -243,7 +243,7 @@ def test_generated_requests_never_get_a_server_error(scorer) -> None:  # noqa: A
         no_server_error()
 
 
-def test_the_cli_serves_with_a_token_it_issued(trained: Settings, first) -> None:  # noqa: ANN001
+def test_the_cli_serves_with_a_token_it_issued(trained: Settings, first) -> None:
     import subprocess
     import sys
 
@@ -293,7 +293,7 @@ print(json.dumps({"status": answer.status_code, "answer": answer.json(), "model"
 """
 
 
-def test_a_fresh_scorer_serves_the_champion_without_sklearn_or_xgboost(trained: Settings, first,  # noqa: ANN001
+def test_a_fresh_scorer_serves_the_champion_without_sklearn_or_xgboost(trained: Settings, first,
                                                                          tmp_path: Path) -> None:
     """The registered version carries every file the scorer runs: no trainer library is imported to serve it."""
     import json

@@ -185,7 +185,7 @@ def random_features(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def fit_small(seed: int):  # noqa: ANN201 - training.model.FittedModels
+def fit_small(seed: int):  # training.model.FittedModels
     from training.model import ModelParams, fit_ensemble
 
     params = ModelParams(forest_trees=8, forest_max_depth=4, forest_min_samples_leaf=3, booster_rounds=8,
@@ -370,14 +370,14 @@ def test_fallback_levels_give_valid_degraded_probabilities(registry: Registry, f
     assert holder.score_with_fallback(x, prefer="challenger").level == "champion"
 
     class Broken:
-        class session:  # noqa: N801 - stands in for an onnxruntime session
+        class session:  # stands in for an onnxruntime session
             @staticmethod
             def run(*_: object) -> None:
                 raise RuntimeError("onnxruntime exploded")
 
     served = holder.served
-    holder._served = replace(served, champion=replace(served.champion, scorer=Broken()))  # noqa: SLF001
+    holder._served = replace(served, champion=replace(served.champion, scorer=Broken()))
     result = holder.score_with_fallback(x)
     assert (result.level, result.degraded, result.model_version) == ("single", True, served.champion.version)
-    holder._served = replace(holder.served, single=None)  # noqa: SLF001
+    holder._served = replace(holder.served, single=None)
     assert holder.score_with_fallback(x).level == "heuristic"

@@ -57,7 +57,7 @@ def spark(settings: Settings) -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def fitted(spark, settings: Settings) -> Iterator[tuple[object, object, object]]:  # noqa: ANN001
+def fitted(spark, settings: Settings) -> Iterator[tuple[object, object, object]]:
     """(Spark members, converted forest, converted booster), fitted once for the module."""
     from training.spark_backend import booster_to_sklearn, fit_spark_models, forest_to_sklearn
 
@@ -69,7 +69,7 @@ def fitted(spark, settings: Settings) -> Iterator[tuple[object, object, object]]
 
 
 @pytest.fixture(scope="module")
-def holdout(spark) -> tuple[pd.DataFrame, object]:  # noqa: ANN001
+def holdout(spark) -> tuple[pd.DataFrame, object]:
     """Rows the models never saw, locally and as a Spark frame."""
     from training.spark_backend import training_frame
 
@@ -77,7 +77,7 @@ def holdout(spark) -> tuple[pd.DataFrame, object]:  # noqa: ANN001
     return rows, training_frame(spark, rows)
 
 
-def spark_probabilities(model, frame) -> np.ndarray:  # noqa: ANN001 - a Spark model and a training_frame
+def spark_probabilities(model, frame) -> np.ndarray:  # a Spark model and a training_frame
     from pyspark.ml.functions import vector_to_array
 
     from training.spark_backend import ROW
@@ -86,7 +86,7 @@ def spark_probabilities(model, frame) -> np.ndarray:  # noqa: ANN001 - a Spark m
     return np.stack(scored.sort_values(ROW)["p"].to_numpy())
 
 
-def test_converted_forest_scores_like_spark(fitted, holdout) -> None:  # noqa: ANN001
+def test_converted_forest_scores_like_spark(fitted, holdout) -> None:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.tree import DecisionTreeClassifier
 
@@ -107,7 +107,7 @@ def test_converted_forest_scores_like_spark(fitted, holdout) -> None:  # noqa: A
         assert (threshold.astype(np.float32).astype(np.float64) == threshold).all()
 
 
-def test_walking_the_jvm_trees_gives_the_same_nodes_as_the_saved_model(fitted, tmp_path: Path) -> None:  # noqa: ANN001
+def test_walking_the_jvm_trees_gives_the_same_nodes_as_the_saved_model(fitted, tmp_path: Path) -> None:
     from training.spark_backend import jvm_nodes, saved_nodes
 
     members, _, _ = fitted
@@ -119,7 +119,7 @@ def test_walking_the_jvm_trees_gives_the_same_nodes_as_the_saved_model(fitted, t
     np.testing.assert_array_equal(walked.threshold[internal], saved.threshold[internal])
 
 
-def test_converted_booster_scores_like_spark(fitted, holdout) -> None:  # noqa: ANN001
+def test_converted_booster_scores_like_spark(fitted, holdout) -> None:
     from xgboost import XGBClassifier
 
     members, _, booster = fitted
@@ -131,7 +131,7 @@ def test_converted_booster_scores_like_spark(fitted, holdout) -> None:  # noqa: 
                                atol=1e-6, rtol=0)
 
 
-def test_converted_members_stack_pickle_and_export(fitted, holdout) -> None:  # noqa: ANN001
+def test_converted_members_stack_pickle_and_export(fitted, holdout) -> None:
     _, forest, booster = fitted
     rows, _ = holdout
     validation, test = rows.iloc[:800], rows.iloc[800:]
@@ -150,7 +150,7 @@ def test_converted_members_stack_pickle_and_export(fitted, holdout) -> None:  # 
 
 
 def test_fit_members_spark_returns_local_models_and_leaves_a_running_session_alone(spark, settings: Settings,
-                                                                                   holdout) -> None:  # noqa: ANN001
+                                                                                   holdout) -> None:
     from training.spark_backend import fit_members_spark
 
     small = ModelParams(forest_trees=3, forest_max_depth=None, booster_rounds=3, threads=1)

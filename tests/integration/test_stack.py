@@ -67,7 +67,7 @@ def test_cli_stack_commands_report_state_and_exit_codes(tmp_path: Path) -> None:
     assert stop.returncode == 0 and "kafka broker (pid" in stop.stdout
 
 
-def test_port_taken_is_a_clear_error_naming_the_setting(kafka_stack, tmp_path: Path) -> None:  # noqa: ANN001
+def test_port_taken_is_a_clear_error_naming_the_setting(kafka_stack, tmp_path: Path) -> None:
     env = settings_env(stack_settings(tmp_path))
     env["ACTIVITY_KAFKA__PORT"] = str(kafka_stack.kafka.port)  # already used by the session broker
     result = subprocess.run([sys.executable, "-m", "activity", "stack", "up"], env=env,

@@ -57,7 +57,7 @@ def streamed(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             "valid_events": valid_events, "population": population, "tables": tables}
 
 
-def pa_concat(tables: list):  # noqa: ANN201
+def pa_concat(tables: list):
     import pyarrow as pa
 
     return pa.concat_tables(tables)

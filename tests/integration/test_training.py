@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 WORSE = {"forest_trees": 2, "forest_max_depth": 1, "booster_rounds": 1, "booster_max_depth": 1}
 
 
-def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
+def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, first, tmp_path: Path) -> None:
     from model_contract import registry
 
     outcome, _ = first
@@ -44,7 +44,7 @@ def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, f
     assert (loaded.directory / "input_example.json").is_file()
 
 
-def test_onnx_export_agrees_with_the_native_ensemble(trained: Settings, first, tmp_path: Path) -> None:  # noqa: ANN001
+def test_onnx_export_agrees_with_the_native_ensemble(trained: Settings, first, tmp_path: Path) -> None:
     from model_contract import registry
     from model_contract.onnx_runner import OnnxScorer, as_matrix
     from training.tracking import load_ensemble
@@ -57,7 +57,7 @@ def test_onnx_export_agrees_with_the_native_ensemble(trained: Settings, first, t
     np.testing.assert_allclose(onnx, native, atol=1e-5, rtol=0)
 
 
-def test_a_worse_model_does_not_take_the_champion_alias(trained: Settings, first) -> None:  # noqa: ANN001
+def test_a_worse_model_does_not_take_the_champion_alias(trained: Settings, first) -> None:
     from model_contract import registry
     from training.pipeline import train
 
@@ -72,7 +72,7 @@ def test_a_worse_model_does_not_take_the_champion_alias(trained: Settings, first
     assert "does not beat the champion" in client.get_model_version(name, worse.version).tags["promotion"]
 
 
-def test_a_failed_run_leaves_the_champion_and_says_why(trained: Settings, first) -> None:  # noqa: ANN001
+def test_a_failed_run_leaves_the_champion_and_says_why(trained: Settings, first) -> None:
     from model_contract import registry
     from training.pipeline import train
 
@@ -88,7 +88,7 @@ def test_a_failed_run_leaves_the_champion_and_says_why(trained: Settings, first)
     assert str(champion.version) == outcome.version
 
 
-def test_training_set_as_of_split_has_gaps_of_one_horizon(trained: Settings, first) -> None:  # noqa: ANN001
+def test_training_set_as_of_split_has_gaps_of_one_horizon(trained: Settings, first) -> None:
     _, data = first
     horizon = trained.training.horizon_days
     assert data.split.train.max() + horizon <= data.split.validation.min()
@@ -96,7 +96,7 @@ def test_training_set_as_of_split_has_gaps_of_one_horizon(trained: Settings, fir
     assert set(data.frame["label"]) == {"decline", "stable", "growth"}
 
 
-def test_the_cli_trains_reports_and_refuses_to_overlap(trained: Settings, first) -> None:  # noqa: ANN001
+def test_the_cli_trains_reports_and_refuses_to_overlap(trained: Settings, first) -> None:
     import subprocess
     import sys
 
@@ -117,7 +117,7 @@ def test_the_cli_trains_reports_and_refuses_to_overlap(trained: Settings, first)
     assert "champion is unchanged" in blocked.stderr
 
 
-def test_the_spark_backend_registers_a_model_the_same_way(trained: Settings, first) -> None:  # noqa: ANN001
+def test_the_spark_backend_registers_a_model_the_same_way(trained: Settings, first) -> None:
     from model_contract import registry
     from training.pipeline import train
 

@@ -37,7 +37,7 @@ def triton_settings(trained: Settings, **serving: object) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def triton(trained: Settings, first) -> Iterator[Settings]:  # noqa: ANN001 - first registers the champion
+def triton(trained: Settings, first) -> Iterator[Settings]:  # first registers the champion
     settings = triton_settings(trained)
     start_triton(settings)
     try:
@@ -57,7 +57,7 @@ def scorer(triton: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
         yield client, headers
 
 
-def test_answers_through_triton_equal_the_in_process_onnx_answers(triton: Settings, scorer) -> None:  # noqa: ANN001
+def test_answers_through_triton_equal_the_in_process_onnx_answers(triton: Settings, scorer) -> None:
     client, headers = scorer
     holder = client.app.state.scorer.holder
     assert holder.served.champion.remote is not None, holder.last_error
@@ -110,7 +110,7 @@ class Load:
             thread.join(30)
 
 
-def wait_for(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
+def wait_for(condition, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
@@ -119,7 +119,7 @@ def wait_for(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
     raise AssertionError(f"not within {timeout_s:.0f}s: {what}")
 
 
-def test_killed_triton_degrades_to_the_in_process_copy_and_recovers(triton: Settings, scorer) -> None:  # noqa: ANN001
+def test_killed_triton_degrades_to_the_in_process_copy_and_recovers(triton: Settings, scorer) -> None:
     client, headers = scorer
     paths = TritonPaths.under(triton.home)
     with Load(client, headers) as load:
@@ -141,7 +141,7 @@ def test_killed_triton_degrades_to_the_in_process_copy_and_recovers(triton: Sett
 
 
 def test_a_new_champion_is_loaded_into_triton_under_load_without_a_failed_request(
-        triton: Settings, scorer, first) -> None:  # noqa: ANN001
+        triton: Settings, scorer, first) -> None:
     import mlflow
 
     from model_contract.artifacts import CHAMPION

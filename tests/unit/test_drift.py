@@ -128,7 +128,7 @@ def test_the_webhook_payload_is_alertmanagers() -> None:
     assert item["fingerprint"] == alerts[0].fingerprint() and len(item["fingerprint"]) == 16
 
 
-def test_a_webhook_that_does_not_answer_is_counted_not_raised(tmp_path) -> None:  # noqa: ANN001
+def test_a_webhook_that_does_not_answer_is_counted_not_raised(tmp_path) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -157,7 +157,7 @@ def test_comparison_table_and_markdown() -> None:
     assert len(lines) == 4
 
 
-def test_plots_are_written_as_png_files(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+def test_plots_are_written_as_png_files(tmp_path) -> None:  # pytest fixture
     y, probabilities, predicted = noisy_case(120)
     names = [f"feature_{i}" for i in range(25)]
     rng = np.random.default_rng(1)
@@ -169,7 +169,7 @@ def test_plots_are_written_as_png_files(tmp_path) -> None:  # noqa: ANN001 - pyt
         assert path.stat().st_size > 1_000 and path.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_plots_survive_a_missing_class(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+def test_plots_survive_a_missing_class(tmp_path) -> None:  # pytest fixture
     y = np.array([1, 2, 1, 2])
     probabilities = np.array([[0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.2, 0.7, 0.1], [0.0, 0.3, 0.7]])
     paths = save_all(y, probabilities, probabilities.argmax(axis=1), {}, tmp_path)

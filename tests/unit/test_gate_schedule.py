@@ -54,12 +54,12 @@ class Clock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     return load_settings(data_dir=tmp_path, training={"schedule": "*/15 * * * *"})
 
 
-def test_schedule_fires_on_the_cron_times_and_survives_a_failed_run(settings) -> None:  # noqa: ANN001
+def test_schedule_fires_on_the_cron_times_and_survives_a_failed_run(settings) -> None:
     clock = Clock(datetime(2026, 3, 1, 10, 2, tzinfo=UTC))
     fired: list[datetime] = []
 
@@ -75,7 +75,7 @@ def test_schedule_fires_on_the_cron_times_and_survives_a_failed_run(settings) ->
     assert records[1].ok
 
 
-def test_runs_never_overlap(settings) -> None:  # noqa: ANN001
+def test_runs_never_overlap(settings) -> None:
     clock = Clock(datetime(2026, 3, 1, 10, 14, 59, tzinfo=UTC))
     ran: list[int] = []
     with exclusive_run(settings):
@@ -102,7 +102,7 @@ def test_several_jobs_fire_each_on_its_own_cron() -> None:
     clock = Clock(datetime(2026, 3, 1, 10, 2, tzinfo=UTC))
     fired: list[tuple[str, datetime]] = []
 
-    def job(name: str):  # noqa: ANN202
+    def job(name: str):
         def run() -> str:
             fired.append((name, clock()))
             if name == "quality":

@@ -97,10 +97,10 @@ def test_opening_a_spark_store_starts_no_spark_and_switching_replaces_the_source
     from features.repo import STATE_SOURCE
     from features.store import open_feature_store
 
-    if SparkContext._active_spark_context is not None:  # noqa: SLF001
+    if SparkContext._active_spark_context is not None:
         pytest.skip("a SparkContext is already running in this process")
     for kind, source_type in (("file", "FileSource"), ("spark", "SparkSource"), ("file", "FileSource")):
         store = open_feature_store(settings_with(tmp_path, kind))
         assert type(store.get_data_source(STATE_SOURCE)).__name__ == source_type
         assert type(store.get_feature_view("customer_activity_state").batch_source).__name__ == source_type
-    assert SparkContext._active_spark_context is None  # noqa: SLF001
+    assert SparkContext._active_spark_context is None

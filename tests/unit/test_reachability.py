@@ -99,7 +99,7 @@ def test_a_publisher_without_a_broker_fails_at_once_and_names_the_setting() -> N
     assert "kafka.bootstrap_servers" in message and "activity stack up" in message
 
 
-def test_the_scorer_needs_kafka_only_for_its_prediction_log_and_redis_only_as_its_online_store(tmp_path) -> None:  # noqa: ANN001
+def test_the_scorer_needs_kafka_only_for_its_prediction_log_and_redis_only_as_its_online_store(tmp_path) -> None:
     from serving.main import serving_requirements
 
     kafka = {"port": free_port()}
@@ -114,7 +114,7 @@ def test_the_scorer_needs_kafka_only_for_its_prediction_log_and_redis_only_as_it
     assert "feature_store.redis_connection_string" in _refusal(*redis)
 
 
-def test_every_mlflow_client_checks_its_server_first(tmp_path) -> None:  # noqa: ANN001
+def test_every_mlflow_client_checks_its_server_first(tmp_path) -> None:
     from training.tracking import client
 
     settings = load_settings(data_dir=tmp_path, mlflow={"tracking_uri": f"http://127.0.0.1:{free_port()}"})
@@ -122,7 +122,7 @@ def test_every_mlflow_client_checks_its_server_first(tmp_path) -> None:  # noqa:
     client(load_settings(data_dir=tmp_path))  # SQLite under the data directory: nothing to reach
 
 
-def test_training_without_its_mlflow_server_fails_before_any_work(tmp_path) -> None:  # noqa: ANN001
+def test_training_without_its_mlflow_server_fails_before_any_work(tmp_path) -> None:
     import mlflow  # noqa: F401 - imported by train(); not part of the time it takes to fail
 
     from training.pipeline import train
@@ -132,7 +132,7 @@ def test_training_without_its_mlflow_server_fails_before_any_work(tmp_path) -> N
     assert "mlflow.tracking_uri" in message and "mlflow server" in message
 
 
-def _refusal_of(action) -> str:  # noqa: ANN001
+def _refusal_of(action) -> str:
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable) as caught:
         action()

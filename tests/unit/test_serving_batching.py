@@ -286,7 +286,7 @@ def make_holder(settings: Settings, tmp_path: Path, champion: bool = True) -> An
                            metrics={"share_decline": 0.2, "share_stable": 0.5, "share_growth": 0.3}, source="cache")
 
     holder = ModelHolder(settings, tmp_path / "models")
-    holder._served = Served(  # noqa: SLF001 - what a load would swap in
+    holder._served = Served(  # what a load would swap in
         champion=model("3", "champion", FakeSession([1.0, 0.5, 2.0], nan_on=POISON)) if champion else None,
         challenger=model("4", "challenger", FakeSession([0.5, 1.5, 1.0], raise_on=BREAKER)),
         single=FallbackModel("activity/xgboost-only", "3", tmp_path, FakeScorerModel(FakeSession([1.0, 1.0, 1.0]))),

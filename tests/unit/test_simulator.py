@@ -16,7 +16,7 @@ START = date(2026, 1, 1)
 
 
 @pytest.fixture(scope="module")
-def population():  # noqa: ANN201
+def population():
     return make_population(3_000, START, 120, seed=7)
 
 
@@ -32,12 +32,12 @@ def test_other_seed_gives_other_events() -> None:
     assert not first.equals(second)
 
 
-def test_a_day_regenerates_alone(population) -> None:  # noqa: ANN001
+def test_a_day_regenerates_alone(population) -> None:
     in_sequence = list(simulate(population, first_day=0, days=6))[5]
     assert day_events(population, 5).equals(in_sequence)
 
 
-def test_events_are_in_event_time_order_and_on_their_day(population) -> None:  # noqa: ANN001
+def test_events_are_in_event_time_order_and_on_their_day(population) -> None:
     table = day_events(population, 10)
     times = table["event_time"].to_numpy()
     assert (np.diff(times.astype("int64")) >= 0).all()
@@ -45,14 +45,14 @@ def test_events_are_in_event_time_order_and_on_their_day(population) -> None:  #
     assert (times.astype("datetime64[D]") == day).all()
 
 
-def test_every_simulated_event_is_valid_under_the_contract(population) -> None:  # noqa: ANN001
+def test_every_simulated_event_is_valid_under_the_contract(population) -> None:
     table = day_events(population, 3)
     results = [validate_bytes(value) for value in encode_simulated(table)]
     assert results and all(isinstance(result, Transaction) for result in results)
     assert pc.count_distinct(table["transaction_id"]).as_py() == table.num_rows
 
 
-def test_oracle_matches_the_realized_counts(population) -> None:  # noqa: ANN001
+def test_oracle_matches_the_realized_counts(population) -> None:
     realized = np.zeros(population.size)
     index = {cid: i for i, cid in enumerate(population.customer_ids)}
     for table in simulate(population, first_day=30, days=30):
@@ -67,7 +67,7 @@ def test_oracle_matches_the_realized_counts(population) -> None:  # noqa: ANN001
     assert np.corrcoef(realized, expected)[0, 1] > 0.9
 
 
-def test_oracle_sees_trajectories_change_activity(population) -> None:  # noqa: ANN001
+def test_oracle_sees_trajectories_change_activity(population) -> None:
     before = expected_activity(population, START, START + timedelta(days=30))["expected_count"].to_numpy()
     after = expected_activity(population, START + timedelta(days=90), START + timedelta(days=120))
     ratio = after["expected_count"].to_numpy() / before
@@ -78,7 +78,7 @@ def test_oracle_sees_trajectories_change_activity(population) -> None:  # noqa: 
     assert np.all(after["expected_count"].to_numpy()[stopped] == 0)
 
 
-def test_oracle_answers_beyond_the_simulated_period(population) -> None:  # noqa: ANN001
+def test_oracle_answers_beyond_the_simulated_period(population) -> None:
     end = START + timedelta(days=population.days)
     future = expected_activity(population, end, end + timedelta(days=30))
     assert (future["expected_count"] >= 0).all() and future["expected_count"].sum() > 0
