@@ -4,6 +4,11 @@ For a customer at ``as_of``, the change is ``log1p(next) - log1p(previous)`` whe
 ``previous`` count the transactions in the ``horizon`` days after and before ``as_of``;
 ``decline`` at or below ``decline_below``, ``growth`` at or above ``growth_above``, else ``stable``.
 Everything here is pure: daily counts in, labelled entity rows out.
+
+``as_of`` is carried in one form, epoch days (UTC), in the rows' ``as_of_day`` column, from the
+grid through the split, the baselines and the oracle. ``event_timestamp`` (00:00 UTC of that day)
+is there for Feast's point-in-time join, the one edge that needs a time; ``epoch_days`` is the
+other edge, where a time from outside (a logged prediction) becomes an as_of day.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pandas as pd
 
 CLASSES = ("decline", "stable", "growth")
 SECONDS_PER_DAY = 86_400
+AS_OF_DAY = "as_of_day"
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,16 @@ class LabelPolicy:
 
 
 def as_of_days(frame: pd.DataFrame) -> np.ndarray:
-    """Epoch day (UTC) of each row's ``event_timestamp`` (any datetime resolution): its ``as_of`` day.
+    """The rows' as_of day: the ``as_of_day`` column that ``label_activity_change`` gives every labelled row."""
+    return frame[AS_OF_DAY].to_numpy(dtype=np.int64)
+
+
+def epoch_days(stamps: pd.Series) -> np.ndarray:
+    """Epoch day (UTC) of each timestamp (any datetime resolution).
 
     Floors like ``features.transform`` does, so a mid-day request belongs to its calendar day.
     """
-    stamps = pd.to_datetime(frame["event_timestamp"], utc=True)
+    stamps = pd.to_datetime(stamps, utc=True)
     return ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
 
 
@@ -52,7 +63,7 @@ def label_activity_change(daily: pd.DataFrame, as_of_days: np.ndarray, policy: L
     """Entity rows with labels for every customer seen before each as_of day.
 
     ``daily`` has ``customer_id, day, count`` (one row per active customer-day). Returns
-    ``customer_id, event_timestamp (as_of, UTC), previous, next, change, label, label_index``.
+    ``customer_id, as_of_day, event_timestamp (its 00:00 UTC), previous, next, change, label, label_index``.
     """
     horizon = policy.horizon_days
     customers, customer_index = np.unique(daily["customer_id"].to_numpy(dtype=object), return_inverse=True)
@@ -78,6 +89,7 @@ def label_activity_change(daily: pd.DataFrame, as_of_days: np.ndarray, policy: L
         index = policy.classify(change)
         frames.append(pd.DataFrame({
             "customer_id": customers[seen],
+            AS_OF_DAY: np.int64(as_of),
             "event_timestamp": pd.Timestamp(as_of * SECONDS_PER_DAY, unit="s", tz="UTC").as_unit("ns"),
             "previous": previous, "next": upcoming, "change": change,
             "label": np.asarray(CLASSES, dtype=object)[index], "label_index": index,
@@ -86,7 +98,7 @@ def label_activity_change(daily: pd.DataFrame, as_of_days: np.ndarray, policy: L
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": pd.Series(dtype=object),
+    return pd.DataFrame({"customer_id": pd.Series(dtype=object), AS_OF_DAY: pd.Series(dtype=np.int64),
                          "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
                          "previous": [], "next": [], "change": [], "label": pd.Series(dtype=object),
                          "label_index": pd.Series(dtype=np.int64)})

@@ -47,7 +47,7 @@ from activity_settings import Settings
 from model_contract import registry
 from model_contract.artifacts import CHAMPION
 from model_contract.evaluate import LOG_LOSS_FLOOR, Metrics, evaluate
-from model_contract.labels import CLASSES, LabelPolicy, as_of_days, label_activity_change
+from model_contract.labels import CLASSES, LabelPolicy, epoch_days, label_activity_change
 from monitoring import metrics
 from monitoring.alerts import Alert, notify
 from monitoring.predictions import read_predictions
@@ -127,7 +127,6 @@ def realized_outcomes(daily: pd.DataFrame, requests: pd.DataFrame, policy: Label
         wanted = pairs[pairs["customer_id"].isin(some)]
         labels = label_activity_change(daily[daily["customer_id"].isin(some)],
                                        np.unique(wanted["as_of_day"].to_numpy(dtype=np.int64)), policy)
-        labels["as_of_day"] = as_of_days(labels)
         labels = labels.rename(columns={"label_index": "outcome"})
         parts.append(wanted.merge(labels[columns], on=["customer_id", "as_of_day"], how="inner"))
     return pd.concat(parts, ignore_index=True)
@@ -135,7 +134,7 @@ def realized_outcomes(daily: pd.DataFrame, requests: pd.DataFrame, policy: Label
 
 def _epoch_days(stamps: pd.Series) -> pd.Series:
     """The as_of day of each timestamp, floored like the labels and the features are."""
-    return pd.Series(as_of_days(pd.DataFrame({"event_timestamp": stamps})), index=stamps.index, dtype=np.int64)
+    return pd.Series(epoch_days(stamps), index=stamps.index, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------- the figures

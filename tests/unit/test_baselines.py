@@ -65,7 +65,6 @@ def simulated(customers: int, days: int, seed: int) -> Simulated:
         snapshots.append(pd.DataFrame(features).assign(customer_id=history.customer_ids, as_of_day=as_of))
     daily = partials[["customer_id", "day", "count"]]
     labels = label_activity_change(daily, grid, POLICY)
-    labels["as_of_day"] = as_of_days(labels)
     rows = labels.merge(pd.concat(snapshots, ignore_index=True), on=["customer_id", "as_of_day"], how="left",
                         validate="one_to_one")
     assert not rows[list(FEATURE_NAMES)].isna().any().any()

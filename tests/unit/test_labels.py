@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model_contract.labels import LabelPolicy, as_of_grid, label_activity_change
+from model_contract.labels import LabelPolicy, as_of_days, as_of_grid, epoch_days, label_activity_change
 from training.dataset import split_by_time
 
 D0 = 20_000
@@ -51,3 +51,17 @@ def test_time_split_keeps_a_horizon_between_splits() -> None:
     assert len(split.train) and len(split.validation) and len(split.test)
     assert split.train.max() + 30 <= split.validation.min()
     assert split.validation.max() + 30 <= split.test.min()
+
+
+def test_labelled_rows_carry_their_as_of_as_epoch_days_and_its_midnight_for_feast() -> None:
+    policy = LabelPolicy(horizon_days=5)
+    history = daily([("a", D0, 1), ("a", D0 + 9, 2), ("b", D0 + 1, 3)])
+    labels = label_activity_change(history, np.array([D0 + 5, D0 + 7]), policy)
+    assert labels["as_of_day"].dtype == np.int64
+    np.testing.assert_array_equal(as_of_days(labels), labels["as_of_day"].to_numpy())
+    assert set(labels["as_of_day"]) == {D0 + 5, D0 + 7}
+    np.testing.assert_array_equal(epoch_days(labels["event_timestamp"]), labels["as_of_day"].to_numpy())
+    noon = pd.Series(pd.to_datetime([(D0 + 5) * 86_400 + 43_200], unit="s", utc=True))
+    assert epoch_days(noon).tolist() == [D0 + 5]  # a mid-day time belongs to its calendar day
+    empty = label_activity_change(history, np.array([], dtype=np.int64), policy)
+    assert empty.empty and empty["as_of_day"].dtype == np.int64
