@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,6 +27,10 @@ from serving.problems import REQUEST_ID_PATTERN, install_problem_handlers
 from serving.ratelimit import RateLimiter
 from serving.routes import API_VERSION, api, health
 from serving.scorer import Scorer
+
+# ORJSONResponse is chosen for the answers' speed (docs/serving.md); FastAPI's notice that it prefers
+# its own serialisation is for FastAPI's users at large and would print on every scorer's terminal
+warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", category=UserWarning)
 
 
 def create_app(settings: Settings, holder: Any, online: Any, prediction_log: Any | None = None,
