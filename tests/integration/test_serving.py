@@ -311,7 +311,7 @@ def test_a_fresh_scorer_serves_the_champion_without_sklearn_or_xgboost(trained: 
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["status"] == 200, report["answer"]
     assert report["answer"]["model"]["arm"] == "champion" and not report["answer"]["degraded"]
-    assert report["model"]["version"] == champion.version
+    assert report["model"]["version"] == str(champion.version)
     assert report["model"]["fallback"] == {"name": f"{settings.mlflow.registered_model}/xgboost-only",
-                                           "version": champion.version}
+                                           "version": str(champion.version)}
     assert report["loaded"] == [], f"the scorer process imported {report['loaded']}"
