@@ -117,9 +117,9 @@ def test_the_champions_quality_is_estimated_exported_and_logged(watched) -> None
     import subprocess
     import sys
 
+    from model_contract.registry import client
     from monitoring.estimate_job import run_estimate
     from tests.conftest import settings_env
-    from training.tracking import client
 
     settings, _ = watched
     report = run_estimate(settings, source="snapshot")

@@ -115,7 +115,7 @@ def test_the_scorer_needs_kafka_only_for_its_prediction_log_and_redis_only_as_it
 
 
 def test_every_mlflow_client_checks_its_server_first(tmp_path) -> None:
-    from training.tracking import client
+    from model_contract.registry import client
 
     settings = load_settings(data_dir=tmp_path, mlflow={"tracking_uri": f"http://127.0.0.1:{free_port()}"})
     assert "ACTIVITY_MLFLOW__TRACKING_URI" in _refusal_of(lambda: client(settings))
