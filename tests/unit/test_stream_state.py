@@ -62,6 +62,7 @@ def test_an_uncommitted_batch_is_left_for_spark_to_run_again(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="already applied"):
         recovered.apply(recovered.read_log(1))
     recovered.snapshot()  # through batch 1; a checkpoint that lost its commits no longer matches
+    recovered.wait_for_snapshot()  # written in the background: recover reads what it wrote
     with pytest.raises(RuntimeError, match="ahead of Spark's checkpoint"):
         StreamState.recover(tmp_path, lateness_s=2 * DAY, committed_through=0)
 
