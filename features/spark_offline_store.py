@@ -125,7 +125,7 @@ class AsOfSparkRetrievalJob(RetrievalJob):
         return self._to_arrow_internal(timeout).to_pandas()
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
-        from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
+        from pyspark.sql import functions as F  # Spark's own convention
         from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
         from pyspark.sql.window import Window
 
@@ -169,7 +169,7 @@ class AsOfSparkRetrievalJob(RetrievalJob):
 
 
 def _stored_rows(stored: Any, plan: RetrievalPlan) -> Any:
-    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import functions as F
 
     created = (F.unix_micros(F.col(plan.created_field).cast("timestamp")) if plan.created_field
                else F.lit(0).cast("long"))
@@ -183,7 +183,7 @@ def _stored_rows(stored: Any, plan: RetrievalPlan) -> Any:
 
 
 def _entity_rows(spark: Any, entities: pd.DataFrame, plan: RetrievalPlan) -> Any:
-    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import functions as F
 
     keys = pa.table({_KEY: pa.array(entities[plan.join_key].astype(str).to_numpy()),
                      _TIME: pa.array(to_utc_microseconds(entities[plan.time_column])),

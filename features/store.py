@@ -98,7 +98,7 @@ def _offline_store_yaml(settings: Settings) -> str:
             f"  spark_conf:\n{lines}")
 
 
-def open_feature_store(settings: Settings):  # noqa: ANN201 - feast.FeatureStore, imported lazily
+def open_feature_store(settings: Settings):  # feast.FeatureStore, imported lazily
     """The Feast store under the data directory, created and applied if needed."""
     from feast import FeatureStore
 
@@ -156,7 +156,7 @@ class FeatureWriter:
         from feast.protos.feast.types.Value_pb2 import Value
 
         view = self.store.get_feature_view(STATE_VIEW)
-        provider = self.store._get_provider()  # noqa: SLF001 - Feast's own write path, minus DataFrame conversion
+        provider = self.store._get_provider()  # Feast's own write path, minus DataFrame conversion
         event_times = pd.DatetimeIndex(pd.to_datetime(states[EVENT_TIMESTAMP], utc=True))
         created = datetime.now(UTC)
         online_store = provider.online_store
@@ -193,7 +193,7 @@ class FeatureWriter:
                 path.unlink()
 
 
-def _sqlite_upsert(online_store, config, view, keys: list[bytes], values: list[bytes],  # noqa: ANN001
+def _sqlite_upsert(online_store, config, view, keys: list[bytes], values: list[bytes],
                    event_times: pd.DatetimeIndex, created: datetime) -> None:
     """``SqliteOnlineStore.online_write_batch`` as one ``executemany``: the same table, rows and
     serialization (Feast's serialized entity keys and ``Value`` protos; its datetime adapter turns
@@ -201,7 +201,7 @@ def _sqlite_upsert(online_store, config, view, keys: list[bytes], values: list[b
     from feast.infra.online_stores.sqlite import _table_id
     from feast.utils import to_naive_utc
 
-    conn = online_store._get_conn(config)  # noqa: SLF001
+    conn = online_store._get_conn(config)  # Feast's private connection: its table, its file
     table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
     created_naive = to_naive_utc(created)
     naive_times = event_times.tz_convert(None).to_pydatetime()
@@ -217,7 +217,7 @@ def _sqlite_upsert(online_store, config, view, keys: list[bytes], values: list[b
         )
 
 
-def online_features(store, customer_ids: Sequence[str], as_of_s: Sequence[int]) -> pd.DataFrame:  # noqa: ANN001
+def online_features(store, customer_ids: Sequence[str], as_of_s: Sequence[int]) -> pd.DataFrame:
     """Features for serving: the online state through the same transform."""
     rows = [{ENTITY_KEY: cid, AS_OF: int(t)} for cid, t in zip(customer_ids, as_of_s, strict=True)]
     result = store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
@@ -225,7 +225,7 @@ def online_features(store, customer_ids: Sequence[str], as_of_s: Sequence[int]) 
     return pd.DataFrame({ENTITY_KEY: result[ENTITY_KEY], **{name: result[name] for name in FEATURE_NAMES}})
 
 
-def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:  # noqa: ANN001
+def historical_features(store, entities: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time correct features for (customer_id, event_timestamp) rows, as of each row's time.
 
     One row per distinct (customer_id, event_timestamp), in the order ``entities`` first has them:
@@ -273,7 +273,7 @@ def _row_keys(customers: pd.Series, times: pd.Series) -> pd.MultiIndex:
 
 
 @contextmanager
-def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
+def _offline_engine(store) -> Iterator[None]:
     """Around one retrieval: what the store's offline engine needs.
 
     file: nothing. spark: the platform's SparkSession, started here when
@@ -301,7 +301,7 @@ def _offline_engine(store) -> Iterator[None]:  # noqa: ANN001
             session.conf.set(QUOTED_REGEX_COLUMNS, before)
 
 
-def online_states(store, customer_ids: Sequence[str]) -> list[bytes | None]:  # noqa: ANN001
+def online_states(store, customer_ids: Sequence[str]) -> list[bytes | None]:
     """The stored state values (``features.state``) of customers, as the online store has them."""
     result = store.get_online_features(features=[f"{STATE_VIEW}:{STATE_FEATURE}"],
                                        entity_rows=[{ENTITY_KEY: cid} for cid in customer_ids]).to_dict()

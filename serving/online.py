@@ -232,7 +232,7 @@ def _is_plain_sqlite(store: Any) -> bool:
     """The SQLite store ``features.store.FeatureWriter`` writes directly (not the vector-enabled variant)."""
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
-    online = store._get_provider().online_store  # noqa: SLF001 - the same check FeatureWriter.write_online makes
+    online = store._get_provider().online_store  # the same check FeatureWriter.write_online makes
     return type(online) is SqliteOnlineStore and not getattr(store.config.online_store, "vector_enabled", False)
 
 
@@ -271,7 +271,7 @@ def _utc(moment: Any) -> datetime | None:
     if moment is None:
         return None
     if isinstance(moment, int | float):
-        return datetime.fromtimestamp(int(moment)).replace(tzinfo=UTC)  # noqa: DTZ006 - Feast's round trip
+        return datetime.fromtimestamp(int(moment)).replace(tzinfo=UTC)  # Feast's round trip
     if isinstance(moment, bytes):
         moment = moment.decode()
     if isinstance(moment, str):
