@@ -181,12 +181,12 @@ def test_the_stores_are_redis_postgresql_and_spark(cluster: Cluster) -> None:
     import redis
     from sqlalchemy import create_engine, text
 
-    from features.store import FeatureWriter
+    from features.store import SPARK_STORE_TYPE, FeatureWriter
     from model_contract import registry
 
     store = FeatureWriter.open(cluster.settings).store
     assert store.config.online_store.type == "redis"
-    assert store.config.offline_store.type == "spark"
+    assert store.config.offline_store.type == SPARK_STORE_TYPE  # the platform's Spark store (as-of join)
     assert redis.Redis(host="127.0.0.1", port=cluster.redis_port).dbsize() >= 0.9 * CUSTOMERS  # a hash a customer
     assert not (cluster.settings.home / "feature_store" / "data" / "online_store.db").exists()
     assert registry.tracking_uri(cluster.settings).startswith("postgresql://")
