@@ -1,6 +1,6 @@
 """The README's main command: `activity demo` runs every step on a fresh data directory.
 
-With the defaults, as the README runs it: stream, train and promote, score over REST, shift,
+With the defaults, as the README runs it: stream, train and promote, score over REST, shift, estimate,
 drift alert, retrain.
 """
 
@@ -27,7 +27,7 @@ def test_demo_finishes_every_step_on_a_fresh_data_directory(tmp_path: Path) -> N
     finally:
         stack_down(settings)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("✓ done") == 8, result.stdout[-3000:]
+    assert result.stdout.count("✓ done") == 9, result.stdout[-3000:]  # with the quality estimate
     assert "online features == point-in-time offline features: yes" in result.stdout
     assert "failed" not in result.stdout
     flat = " ".join(result.stdout.split())  # as read, whatever the table wrapping
