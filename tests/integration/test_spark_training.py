@@ -13,7 +13,7 @@ import pytest
 
 from activity_settings import Settings, load_settings
 from features.transform import FEATURE_NAMES
-from model_contract.onnx_runner import as_matrix
+from model_contract.onnx_runner import OnnxScorer, as_matrix
 from training.model import N_CLASSES, ModelParams, combine
 
 pytestmark = pytest.mark.integration
@@ -144,8 +144,9 @@ def test_converted_members_stack_pickle_and_export(fitted, holdout) -> None:
     buffer.seek(0)
     # equal up to the order in which the forest's threads add up the trees
     np.testing.assert_allclose(joblib.load(buffer).predict_proba(as_matrix(test)), probabilities, atol=1e-12)
-    onnx_export = pytest.importorskip("training.onnx_export")
-    scorer = onnx_export.OnnxScorer(onnx_export.ensemble_to_onnx(ensemble))
+    from training.onnx_export import ensemble_to_onnx
+
+    scorer = OnnxScorer(ensemble_to_onnx(ensemble))
     np.testing.assert_allclose(scorer.predict_proba(as_matrix(test)), probabilities, atol=1e-5, rtol=0)
 
 
