@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from features.state import CREATED_TIMESTAMP, ENTITY_KEY, EVENT_TIMESTAMP, STATE
 from features.transform import AS_OF, FEATURE_NAMES, window_features
 from infra.spark import session_conf
 
+if TYPE_CHECKING:
+    from features.sqlite_online import SqliteStateTable
+
 STATE_SCHEMA = pa.schema([
     (ENTITY_KEY, pa.string()),
     (EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
@@ -40,7 +44,6 @@ EMPTY_FILE = "0000-empty.parquet"  # keeps the source readable until the first w
 SPARK_APP = "activity-features"
 SPARK_STORE_TYPE = "features.spark_offline_store.AsOfSparkOfflineStore"  # not imported here: it imports pyspark
 QUOTED_REGEX_COLUMNS = "spark.sql.parser.quotedRegexColumnNames"  # Feast's Spark store turns it on, session-wide
-_KEY_CACHE_MAX = 4_000_000  # serialized entity keys the writer keeps (about 60 bytes each)
 _STORE_SETTINGS: weakref.WeakKeyDictionary[object, Settings] = weakref.WeakKeyDictionary()  # for the SparkSession
 
 logging.getLogger("feast").setLevel(logging.WARNING)
@@ -65,7 +68,7 @@ def feature_store_yaml(settings: Settings) -> str:
     if fs.online_store == "redis":
         # skip_dedup: Feast's redis store otherwise drops a write whose event time is not newer than the stored
         # one, but a state rewritten with late events (or by a rebuild) keeps its newest event's time; the
-        # stream's latest state must replace the stored one, as _sqlite_upsert does for SQLite.
+        # stream's latest state must replace the stored one, as features.sqlite_online does for SQLite.
         online = (f"online_store:\n  type: redis\n  connection_string: {json.dumps(fs.redis_connection_string)}\n"
                   "  skip_dedup: true\n")
     else:
@@ -124,7 +127,12 @@ class FeatureWriter:
 
     store: object  # feast.FeatureStore
     offline_dir: Path
-    _key_cache: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _sqlite: SqliteStateTable | None = field(init=False, repr=False)  # None: not plain SQLite, Feast's write
+
+    def __post_init__(self) -> None:
+        from features.sqlite_online import SqliteStateTable
+
+        self._sqlite = SqliteStateTable.for_store(self.store)
 
     @classmethod
     def open(cls, settings: Settings) -> FeatureWriter:
@@ -151,70 +159,25 @@ class FeatureWriter:
         return target
 
     def write_online(self, states: pd.DataFrame) -> None:
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        view = self.store.get_feature_view(STATE_VIEW)
-        provider = self.store._get_provider()  # Feast's own write path, minus DataFrame conversion
         event_times = pd.DatetimeIndex(pd.to_datetime(states[EVENT_TIMESTAMP], utc=True))
         created = datetime.now(UTC)
-        online_store = provider.online_store
-        if type(online_store) is SqliteOnlineStore and not self.store.config.online_store.vector_enabled:
-            values = [Value(bytes_val=state).SerializeToString() for state in states[STATE_FEATURE]]
-            keys = self._serialized_keys(states[ENTITY_KEY].tolist())
-            _sqlite_upsert(online_store, self.store.config, view, keys, values, event_times, created)
+        if self._sqlite is not None:
+            self._sqlite.upsert(states[ENTITY_KEY].tolist(), states[STATE_FEATURE].tolist(), event_times, created)
             return
         rows = [(EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)]),
                  {STATE_FEATURE: Value(bytes_val=state)}, event_time, created)
                 for customer, state, event_time in zip(states[ENTITY_KEY], states[STATE_FEATURE],
                                                         event_times.to_pydatetime(), strict=True)]
-        provider.online_write_batch(self.store.config, view, rows, None)
-
-    def _serialized_keys(self, customers: list[str]) -> list[bytes]:
-        """Feast's serialized entity key of each customer, each computed once (they never change)."""
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        cache = self._key_cache
-        if len(cache) > _KEY_CACHE_MAX:
-            cache.clear()
-        version = self.store.config.entity_key_serialization_version
-        for customer in customers:
-            if customer not in cache:
-                key = EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)])
-                cache[customer] = serialize_entity_key(key, entity_key_serialization_version=version)
-        return [cache[customer] for customer in customers]
+        provider = self.store._get_provider()  # Feast's own write path, minus DataFrame conversion
+        provider.online_write_batch(self.store.config, self.store.get_feature_view(STATE_VIEW), rows, None)
 
     def remove_offline(self, prefix: str, keep: str | None = None) -> None:
         for path in self.offline_dir.glob(f"{prefix}*.parquet"):
             if path.stem != keep:
                 path.unlink()
-
-
-def _sqlite_upsert(online_store, config, view, keys: list[bytes], values: list[bytes],
-                   event_times: pd.DatetimeIndex, created: datetime) -> None:
-    """``SqliteOnlineStore.online_write_batch`` as one ``executemany``: the same table, rows and
-    serialization (Feast's serialized entity keys and ``Value`` protos; its datetime adapter turns
-    the naive UTC times into the stored epoch seconds), without a Python round trip per row."""
-    from feast.infra.online_stores.sqlite import _table_id
-    from feast.utils import to_naive_utc
-
-    conn = online_store._get_conn(config)  # Feast's private connection: its table, its file
-    table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-    created_naive = to_naive_utc(created)
-    naive_times = event_times.tz_convert(None).to_pydatetime()
-    rows = [(key, STATE_FEATURE, value, None, event_time, created_naive)
-            for key, value, event_time in zip(keys, values, naive_times, strict=True)]
-    with conn:
-        conn.executemany(
-            f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-            "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-            "created_ts = excluded.created_ts",
-            rows,
-        )
 
 
 def online_features(store, customer_ids: Sequence[str], as_of_s: Sequence[int]) -> pd.DataFrame:
