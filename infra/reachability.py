@@ -14,7 +14,14 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from activity_settings import ENV_PREFIX, ActivityError, FeatureStoreSettings, KafkaSettings, MlflowSettings
+from activity_settings import (
+    ENV_PREFIX,
+    ActivityError,
+    FeatureStoreSettings,
+    KafkaSettings,
+    MlflowSettings,
+    ServingSettings,
+)
 
 COMPOSE = "docker compose -f infra/compose/docker-compose.yml"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
@@ -113,6 +120,23 @@ def mlflow_requirement(mlflow: MlflowSettings) -> Requirement | None:
     name = "PostgreSQL" if scheme.startswith("postgres") else scheme
     return Requirement(f"{name} (the MLflow store)", address, "mlflow.tracking_uri",
                        f"start it (`{COMPOSE} up -d {'postgres' if name == 'PostgreSQL' else scheme}`) or correct")
+
+
+def triton_requirement(serving: ServingSettings) -> Requirement | None:
+    """Triton Inference Server, when the champion runs there (``serving.model_server: triton``).
+
+    Only at start: once the scorer runs, a Triton that goes away is its fallback's business
+    (the in-process copy answers, degraded), not a reason to stop.
+    """
+    if serving.model_server != "triton":
+        return None
+    if serving.triton_url is None:
+        return Requirement("Triton Inference Server", (("127.0.0.1", serving.triton_port),), "serving.triton_url",
+                           "start the embedded one with `activity stack up`, or name a running Triton in")
+    parts = urlsplit(serving.triton_url)
+    address = ((parts.hostname or "", parts.port or _DEFAULT_PORTS[parts.scheme]),)
+    return Requirement("Triton Inference Server", address, "serving.triton_url",
+                       f"start it (`{COMPOSE} up -d triton`) or correct")
 
 
 def require_all(*requirements: Requirement | None, timeout_s: float = 3.0) -> None:

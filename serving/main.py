@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from activity_settings import Settings, load_settings
-from infra.reachability import Requirement, kafka_requirement, redis_requirement
+from infra.reachability import Requirement, kafka_requirement, redis_requirement, triton_requirement
 from serving.app import create_app
 from serving.online import OnlineFeatures
 from serving.prediction_log import PredictionLog
@@ -48,7 +48,8 @@ def build_app(settings: Settings, prediction_log: bool | None = None) -> FastAPI
 
 
 def serving_requirements(settings: Settings) -> list[Requirement | None]:
-    """The servers the scorer cannot start without: Kafka for the prediction log, Redis as the online store.
+    """The servers the scorer cannot start without: Kafka for the prediction log, Redis as the online store,
+    Triton when the champion runs there.
 
     The registry is not one: without it the scorer serves the cached champion, or the heuristic.
     """
@@ -56,7 +57,7 @@ def serving_requirements(settings: Settings) -> list[Requirement | None]:
     if settings.serving.prediction_log:
         kafka = kafka_requirement(settings.kafka)
         kafka = replace(kafka, service="Kafka (for the prediction log; serving.prediction_log=false turns it off)")
-    return [kafka, redis_requirement(settings.feature_store)]
+    return [kafka, redis_requirement(settings.feature_store), triton_requirement(settings.serving)]
 
 
 def app_from_environment() -> FastAPI:

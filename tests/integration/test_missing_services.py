@@ -53,6 +53,18 @@ def test_serve_run_without_its_redis_online_store(tmp_path: Path) -> None:
     assert "redis-server" in message
 
 
+@pytest.mark.parametrize("embedded", [True, False])
+def test_serve_run_without_its_triton(tmp_path: Path, embedded: bool) -> None:
+    port = free_port()
+    where = {"ACTIVITY_SERVING__TRITON_PORT": str(port)} if embedded else \
+        {"ACTIVITY_SERVING__TRITON_URL": f"http://127.0.0.1:{port}"}
+    env = settings_env(stack_settings(tmp_path)) | where | {
+        "ACTIVITY_SERVING__PREDICTION_LOG": "false", "ACTIVITY_SERVING__MODEL_SERVER": "triton"}
+    message = _one_clear_line(env, "serve", "run", "--port", str(free_port()))
+    assert f"Triton Inference Server at 127.0.0.1:{port}" in message and "ACTIVITY_SERVING__TRITON_URL" in message
+    assert ("`activity stack up`" in message) == embedded and ("up -d triton" in message) != embedded
+
+
 def test_stream_run_without_its_redis_online_store(kafka_stack, tmp_path: Path) -> None:
     settings = kafka_stack.model_copy(update={"data_dir": tmp_path})
     env = settings_env(settings) | {"ACTIVITY_FEATURE_STORE__ONLINE_STORE": "redis",
