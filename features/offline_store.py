@@ -38,6 +38,7 @@ from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIM
 from feast.repo_config import RepoConfig
 from pydantic import StrictInt
 
+from activity_settings import ActivityError
 from features.point_in_time import (
     INDEX_BYTES_PER_ROW,
     NO_MATCH,
@@ -48,10 +49,11 @@ from features.point_in_time import (
 
 STORE_TYPE = "features.offline_store.AsOfFileOfflineStore"
 DEFAULT_BATCH_ROWS, DEFAULT_MEMORY_LIMIT_MB = 50_000, 2_048
+POSITION = "__position"  # an entity row's place in the entity frame, carried beside its features
 MEMORY_SETTING = "feature_store.retrieval_memory_mb (ACTIVITY_FEATURE_STORE__RETRIEVAL_MEMORY_MB)"
 
 
-class RetrievalTooLarge(RuntimeError):
+class RetrievalTooLarge(ActivityError, RuntimeError):
     """A point-in-time retrieval whose join index would pass the memory ceiling."""
 
 
@@ -221,12 +223,16 @@ def retrieve(plan: RetrievalPlan) -> pa.Table:
                           stored.times_us, stored.created_us, plan.ttl_us)
     parts = [_slice_features(plan, entities, positions, values)
              for positions, values in _matched_values(plan, stored, matches)]
-    features = pa.concat_tables(parts) if parts else None
+    return in_entity_order(entities, pa.concat_tables(parts) if parts else None)
+
+
+def in_entity_order(entities: pd.DataFrame, features: pa.Table | None) -> pa.Table:
+    """``entities`` with the columns of ``features`` beside them, its rows put back by ``POSITION``."""
     result = pa.Table.from_pandas(entities, preserve_index=False)
     if features is None:
         return result
-    order = np.argsort(features.column("__position").to_numpy(), kind="stable")
-    features = features.drop_columns(["__position"]).take(pa.array(order))
+    order = np.argsort(features.column(POSITION).to_numpy(), kind="stable")
+    features = features.drop_columns([POSITION]).take(pa.array(order))
     for name in features.column_names:
         result = result.append_column(name, features.column(name))
     return result
@@ -320,7 +326,7 @@ def _slice_features(plan: RetrievalPlan, entities: pd.DataFrame, positions: np.n
         table = table.append_column(plan.output_names[name], column)
     columns = requested_columns(table, plan.on_demand_views, plan.on_demand_outputs,
                                 [plan.output_names[name] for name in plan.direct_features], plan.full_feature_names)
-    return pa.table({"__position": pa.array(positions, type=pa.int64()), **columns})
+    return pa.table({POSITION: pa.array(positions, type=pa.int64()), **columns})
 
 
 def requested_columns(table: pa.Table, views: Sequence[OnDemandFeatureView], outputs: dict[str, frozenset[str]],

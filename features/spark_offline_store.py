@@ -33,16 +33,25 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
     get_spark_session_or_start_new_with_repoconfig,
 )
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.protos.feast.core.OnDemandFeatureView_pb2 import OnDemandFeatureView as OnDemandFeatureViewProto
 from feast.repo_config import RepoConfig
 from pydantic import StrictInt
 
-from features.offline_store import DEFAULT_BATCH_ROWS, RetrievalPlan, plan_retrieval, requested_columns
+from features.offline_store import (
+    DEFAULT_BATCH_ROWS,
+    POSITION,
+    AsOfRetrievalJob,
+    RetrievalPlan,
+    in_entity_order,
+    plan_retrieval,
+    requested_columns,
+)
 from features.point_in_time import to_utc_microseconds
 
 STORE_TYPE = "features.spark_offline_store.AsOfSparkOfflineStore"
-_POSITION, _KEY, _TIME, _CREATED, _KIND = "__position", "__key", "__time_us", "__created_us", "__kind"
+_POSITION = POSITION
+_KEY, _TIME, _CREATED, _KIND = "__key", "__time_us", "__created_us", "__kind"
 _ENTITY, _VALUES = "__entity", "__values"
 
 
@@ -102,27 +111,13 @@ class _Executors:
             yield from out.select(self.schema.names).cast(self.schema).to_batches()
 
 
-class AsOfSparkRetrievalJob(RetrievalJob):
-    """Runs a ``RetrievalPlan`` on Spark: the entity frame, in its order, with the features asked for."""
+class AsOfSparkRetrievalJob(AsOfRetrievalJob):
+    """Runs a ``RetrievalPlan`` on Spark: the entity frame, in its order, with the features asked for
+    (the on-demand views applied on the executors)."""
 
     def __init__(self, plan: RetrievalPlan, config: RepoConfig) -> None:
-        self.plan = plan
+        super().__init__(plan)
         self.config = config
-
-    @property
-    def full_feature_names(self) -> bool:
-        return self.plan.full_feature_names
-
-    @property
-    def on_demand_feature_views(self) -> list[OnDemandFeatureView]:
-        return []  # applied on the executors
-
-    @property
-    def metadata(self) -> RetrievalMetadata:
-        return self.plan.metadata
-
-    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
-        return self._to_arrow_internal(timeout).to_pandas()
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         from pyspark.sql import functions as F  # Spark's own convention
@@ -144,13 +139,7 @@ class AsOfSparkRetrievalJob(RetrievalJob):
                   .where(F.col(_KIND) == 1).drop(_KIND))
         schema = output_schema(plan, to_arrow_schema(stored.schema, timezone="UTC"))
         executors = self._executors(entities, schema)
-        features = joined.mapInArrow(executors.transform, from_arrow_schema(schema)).toArrow()
-        order = np.argsort(features.column(_POSITION).to_numpy(), kind="stable")
-        features = features.drop_columns([_POSITION]).take(pa.array(order))
-        result = pa.Table.from_pandas(entities, preserve_index=False)
-        for name in features.column_names:
-            result = result.append_column(name, features.column(name))
-        return result
+        return in_entity_order(entities, joined.mapInArrow(executors.transform, from_arrow_schema(schema)).toArrow())
 
     def _executors(self, entities: pd.DataFrame, schema: pa.Schema) -> _Executors:
         plan = self.plan
@@ -163,10 +152,6 @@ class AsOfSparkRetrievalJob(RetrievalJob):
             full_feature_names=plan.full_feature_names,
             schema=schema,
         )
-
-    def persist(self, storage: Any, allow_overwrite: bool | None = False, timeout: int | None = None) -> None:
-        raise NotImplementedError("saved datasets are not used by this platform's offline store")
-
 
 def _stored_rows(stored: Any, plan: RetrievalPlan) -> Any:
     from pyspark.sql import functions as F

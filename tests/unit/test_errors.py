@@ -11,10 +11,10 @@ from activity_settings import ActivityError
 
 MODULES = ["activity_settings", "activity.demo", "activity.up", "infra.jars", "infra.kafka_access",
            "infra.kafka_broker", "infra.observability", "infra.reachability", "infra.services", "infra.triton",
-           "features.sqlite_online", "model_contract.triton_repository", "monitoring.calibration", "monitoring.drift",
-           "monitoring.estimate", "monitoring.estimate_job", "serving.problems", "serving.scoring", "serving.triton",
-           "streaming.archive", "streaming.publish", "streaming.runner", "training.data", "training.schedule",
-           "training.spark_backend"]
+           "features.offline_store", "features.sqlite_online", "model_contract.triton_repository",
+           "monitoring.calibration", "monitoring.drift", "monitoring.estimate", "monitoring.estimate_job",
+           "serving.problems", "serving.scoring", "serving.triton", "streaming.archive", "streaming.publish",
+           "streaming.runner", "training.data", "training.schedule", "training.spark_backend"]
 
 
 @pytest.mark.parametrize("module", MODULES)
