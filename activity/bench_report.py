@@ -56,6 +56,8 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("serve", "Scoring latency and throughput",
               ("--customers", "1500", "--days", "180", "--seconds", "2", "--rates", "50,200,800,1600,3200")),
     Benchmark("estimate", "Estimated (CBPE) against realized quality under known shifts", ("--quick",), samples=False),
+    Benchmark("triton_protocol", "Triton over HTTP and gRPC, by rows per call", ("--requests", "300", "--rows", "2000"),
+              samples=False),
 )}
 
 

@@ -143,12 +143,16 @@ def server_environment(dist: TritonDistribution) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(packages)}
 
 
-def command(settings: Settings, dist: TritonDistribution, backends: Path, host: str = HOST) -> list[str]:
+def command(settings: Settings, dist: TritonDistribution, backends: Path, host: str = HOST,
+            grpc_port: int | None = None) -> list[str]:
+    """The server's command line; KServe v2 over gRPC only with ``grpc_port`` (the scorer speaks HTTP)."""
     serving = settings.serving
+    grpc = ["--allow-grpc=false"] if grpc_port is None else \
+        ["--allow-grpc=true", f"--grpc-address={host}", f"--grpc-port={grpc_port}"]
     return [str(dist.binary), f"--model-repository={repository_dir(settings)}",
             f"--backend-directory={backends}", f"--cache-directory={dist.caches}",
             "--model-control-mode=explicit", "--disable-auto-complete-config", "--strict-readiness=false",
-            "--allow-grpc=false",
+            *grpc,
             f"--http-address={host}", f"--http-port={serving.triton_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={host}",
             f"--metrics-port={serving.triton_metrics_port}", "--exit-timeout-secs=10", "--log-verbose=0"]
@@ -174,8 +178,11 @@ def is_ready(url: str, timeout_s: float = 1.0) -> bool:
 
 
 def start_triton(settings: Settings, report: Callable[[str], None] = lambda _: None,
-                 timeout_s: float = 60.0) -> TritonProcess:
-    """Start the embedded Triton (or find it running); return once it answers ready."""
+                 timeout_s: float = 60.0, grpc_port: int | None = None) -> TritonProcess:
+    """Start the embedded Triton (or find it running); return once it answers ready.
+
+    ``grpc_port``: also serve KServe v2 over gRPC there (``bench.triton_protocol`` compares the two).
+    """
     paths = TritonPaths.under(settings.home)
     existing = running_triton(paths)
     if existing is not None:
@@ -193,9 +200,9 @@ def start_triton(settings: Settings, report: Callable[[str], None] = lambda _: N
     repository_dir(settings).mkdir(parents=True, exist_ok=True)
     report(f"starting triton on {HOST}:{serving.triton_port} (repository {repository_dir(settings)})")
     with paths.log.open("ab") as log:
-        proc = subprocess.Popen(command(settings, dist, backends), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=paths.root, env=server_environment(dist),
-                                start_new_session=True)
+        proc = subprocess.Popen(command(settings, dist, backends, grpc_port=grpc_port), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.root,
+                                env=server_environment(dist), start_new_session=True)
     started_at = None
     for _ in range(100):
         started_at = proc_start_time(proc.pid)
