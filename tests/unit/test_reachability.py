@@ -138,3 +138,18 @@ def _refusal_of(action) -> str:
         action()
     assert time.monotonic() - started < 5
     return str(caught.value)
+
+def test_the_scorer_needs_triton_only_as_its_model_server(tmp_path, listening: int) -> None:
+    from serving.main import serving_requirements
+
+    def triton(**serving: object) -> list[object]:
+        settings = load_settings(data_dir=tmp_path, serving={"prediction_log": False, **serving})
+        return [r for r in serving_requirements(settings) if r]
+
+    assert triton() == []
+    port = free_port()
+    embedded = _refusal(*triton(model_server="triton", triton_port=port))
+    assert f"127.0.0.1:{port}" in embedded and "activity stack up" in embedded and "serving.triton_url" in embedded
+    named = _refusal(*triton(model_server="triton", triton_url=f"http://127.0.0.1:{port}"))
+    assert "up -d triton" in named and "ACTIVITY_SERVING__TRITON_URL" in named
+    require_all(*triton(model_server="triton", triton_url=f"http://127.0.0.1:{listening}"))
