@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -56,24 +55,10 @@ class OnlineFeatures:
         self.store = open_feature_store(settings) if store is None else store
         self.default_timeout_s = settings.serving.online_timeout_ms / 1_000.0
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="online-store")
-        self._sqlite = SqliteStateTable.for_store(self.store)
-        self.backend = "sqlite" if self._sqlite is not None else str(self.store.config.online_store.type)
-        if self._sqlite is not None and wal:
-            self._sqlite.ensure_wal()
-
-    @property
-    def db_path(self) -> Path:
-        """The SQLite store's file (SQLite only)."""
-        return self._sqlite_table().db_path
-
-    @db_path.setter
-    def db_path(self, path: Path) -> None:
-        self._sqlite_table().db_path = Path(path)
-
-    @property
-    def table(self) -> str:
-        """The state view's table in the SQLite store (SQLite only)."""
-        return self._sqlite_table().table
+        self.sqlite = SqliteStateTable.for_store(self.store)  # None: another online store, Feast's read
+        self.backend = "sqlite" if self.sqlite is not None else str(self.store.config.online_store.type)
+        if self.sqlite is not None and wal:
+            self.sqlite.ensure_wal()
 
     # -- public API ---------------------------------------------------------------------------------------------
 
@@ -83,10 +68,10 @@ class OnlineFeatures:
         if not ids:
             return []
         budget = self.default_timeout_s if timeout_s is None else timeout_s
-        if self._sqlite is not None:
+        if self.sqlite is not None:
             # inline, no thread hop: SQLite bounds a lock wait by the connection's timeout and a slow query
             # by the progress handler's deadline, so the budget holds without a pool (~200 us saved)
-            return self._sqlite.read(ids, budget, time.perf_counter() + budget)
+            return self.sqlite.read(ids, budget, time.perf_counter() + budget)
         future: Future[list[StoredState]] = self._pool.submit(self._read_feast, ids, budget)
         try:
             return future.result(timeout=budget)
@@ -126,19 +111,14 @@ class OnlineFeatures:
     def close(self) -> None:
         """Stop the pool and close every thread's connection (idempotent)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._sqlite is not None:
-            self._sqlite.close()
+        if self.sqlite is not None:
+            self.sqlite.close()
 
     def __enter__(self) -> OnlineFeatures:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    def _sqlite_table(self) -> SqliteStateTable:
-        if self._sqlite is None:
-            raise AttributeError(f"the online store is {self.backend}, not SQLite")
-        return self._sqlite
 
     # -- any other online store: Feast's own path ------------------------------------------------------------
 

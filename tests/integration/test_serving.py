@@ -169,7 +169,7 @@ def test_online_store_unavailable_degrades_without_a_5xx(trained: Settings, firs
     holder = ModelHolder(settings, tmp_path / "models")
     holder.startup()
     online = OnlineFeatures(settings)
-    online.db_path = tmp_path / "moved-away" / "online_store.db"  # the store's file is not there: reads fail
+    online.sqlite.db_path = tmp_path / "moved-away" / "online_store.db"  # the store's file is not there: reads fail
     app = create_app(settings, holder, online)
     headers = {"Authorization": f"Bearer {issue_token(settings, 'analyst', ['scores:read'])}"}
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -73,7 +73,7 @@ def test_online_features_equal_feasts_own_online_path(feature_data: FeatureData)
 
     with OnlineFeatures(feature_data.settings) as online:
         assert online.backend == "sqlite"
-        probe = sqlite3.connect(online.db_path)
+        probe = sqlite3.connect(online.sqlite.db_path)
         assert probe.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         probe.close()
         for seed in range(3):
@@ -155,7 +155,7 @@ def test_store_failures_raise_online_store_unavailable(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
     store = open_feature_store(settings)
     with OnlineFeatures(settings, store=store, wal=False) as online:
-        locker = sqlite3.connect(online.db_path, isolation_level=None)
+        locker = sqlite3.connect(online.sqlite.db_path, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: readers wait on this lock
         started = time.perf_counter()
         with pytest.raises(OnlineStoreUnavailable, match="did not answer within 50 ms|locked"):
@@ -164,11 +164,11 @@ def test_store_failures_raise_online_store_unavailable(tmp_path: Path) -> None:
         locker.execute("ROLLBACK")
         assert not online.features(["c0000001"], [END_S]).known[0]  # the store recovered
 
-        locker.execute(f'DROP TABLE "{online.table}"')
+        locker.execute(f'DROP TABLE "{online.sqlite.table}"')
         with pytest.raises(OnlineStoreUnavailable, match="no such table"):
             online.features(["c0000001"], [END_S])
         locker.close()
-        Path(online.db_path).unlink()
+        Path(online.sqlite.db_path).unlink()
         with pytest.raises(OnlineStoreUnavailable, match="does not exist"):
             online.features(["c0000001"], [END_S])
 
