@@ -50,7 +50,6 @@ from features.offline_store import (
 from features.point_in_time import to_utc_microseconds
 
 STORE_TYPE = "features.spark_offline_store.AsOfSparkOfflineStore"
-_POSITION = POSITION
 _KEY, _TIME, _CREATED, _KIND = "__key", "__time_us", "__created_us", "__kind"
 _ENTITY, _VALUES = "__entity", "__values"
 
@@ -107,7 +106,7 @@ class _Executors:
             for stored, name in self.value_names.items():
                 table = table.append_column(name, values.field(stored))
             columns = requested_columns(table, views, self.outputs, self.direct, self.full_feature_names)
-            out = pa.table({_POSITION: rows.column(_POSITION), **columns})
+            out = pa.table({POSITION: rows.column(POSITION), **columns})
             yield from out.select(self.schema.names).cast(self.schema).to_batches()
 
 
@@ -135,7 +134,7 @@ class AsOfSparkRetrievalJob(AsOfRetrievalJob):
         values = F.last(F.col(_VALUES), ignorenulls=True).over(window)
         if plan.ttl_us is not None:
             values = F.when(F.col(_TIME) - matched_time <= plan.ttl_us, values)
-        joined = (rows.select(_POSITION, _KIND, _ENTITY, values.alias(_VALUES))
+        joined = (rows.select(POSITION, _KIND, _ENTITY, values.alias(_VALUES))
                   .where(F.col(_KIND) == 1).drop(_KIND))
         schema = output_schema(plan, to_arrow_schema(stored.schema, timezone="UTC"))
         executors = self._executors(entities, schema)
@@ -152,6 +151,7 @@ class AsOfSparkRetrievalJob(AsOfRetrievalJob):
             full_feature_names=plan.full_feature_names,
             schema=schema,
         )
+
 
 def _stored_rows(stored: Any, plan: RetrievalPlan) -> Any:
     from pyspark.sql import functions as F
@@ -172,19 +172,19 @@ def _entity_rows(spark: Any, entities: pd.DataFrame, plan: RetrievalPlan) -> Any
 
     keys = pa.table({_KEY: pa.array(entities[plan.join_key].astype(str).to_numpy()),
                      _TIME: pa.array(to_utc_microseconds(entities[plan.time_column])),
-                     _POSITION: pa.array(np.arange(len(entities), dtype=np.int64))})
+                     POSITION: pa.array(np.arange(len(entities), dtype=np.int64))})
     table = pa.Table.from_pandas(entities, preserve_index=False)
     struct = pa.StructArray.from_arrays([column.combine_chunks() for column in table.columns],
                                         names=table.column_names)
     rows = spark.createDataFrame(keys.append_column(_ENTITY, struct))
-    return rows.select(_KEY, _TIME, F.lit(1).alias(_KIND), _POSITION, _ENTITY)
+    return rows.select(_KEY, _TIME, F.lit(1).alias(_KIND), POSITION, _ENTITY)
 
 
 def output_schema(plan: RetrievalPlan, stored_schema: pa.Schema) -> pa.Schema:
     """The executors' output: positions, the stored columns asked for, the views' requested features."""
     from feast.type_map import feast_value_type_to_pa
 
-    fields = [pa.field(_POSITION, pa.int64())]
+    fields = [pa.field(POSITION, pa.int64())]
     fields += [pa.field(plan.output_names[name], stored_schema.field(name).type) for name in plan.direct_features]
     for odfv in plan.on_demand_views:
         wanted = plan.on_demand_outputs.get(odfv.name)
