@@ -28,8 +28,16 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_AMOUNT = 1_000_000.0
 MAX_FUTURE = timedelta(minutes=5)
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+# Whole-value patterns, written once for both engines: Python applies them with ``fullmatch``,
+# Spark's JVM validator (streaming.contract_sql) as ``^(?:...)\z``. ASCII digits only: ``\d`` would
+# also take other scripts' digits in Python.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
+# ISO 8601 as producers write it (Java's Instant, JavaScript's toISOString, Python's isoformat):
+# date, `T` or a space, hh:mm[:ss[.fraction]], then `Z` or a +hh:mm offset. Year 0000 does not exist.
+EVENT_TIME_PATTERN = re.compile(
+    r"(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})")
 
 
 
@@ -76,7 +84,8 @@ FIELDS: tuple[Field, ...] = (
     Field("amount", "number", "DOUBLE", "Transaction amount in `currency` units.",
           f"finite, > 0 and <= {MAX_AMOUNT:,.0f}"),
     Field("currency", "string", "STRING", "ISO 4217 currency code.", "three upper-case letters"),
-    Field("event_time", "string", "STRING", "When it happened: ISO 8601 with a UTC offset.",
+    Field("event_time", "string", "STRING",
+          "When it happened: ISO 8601 with a UTC offset, `YYYY-MM-DDThh:mm[:ss[.fff]]` then `Z` or `+hh:mm`.",
           f"after {EARLIEST_EVENT_TIME:%Y-%m-%d}, at most {MAX_FUTURE} in the future"),
     Field("merchant_id", "string", "STRING", "The merchant.", "1-64 chars of A-Z a-z 0-9 _ . : -"),
     Field("merchant_category", "string", "STRING", "Merchant category.",
@@ -132,7 +141,7 @@ def format_event_time(moment: datetime) -> str:
 
 def parse_event_time(text: str) -> datetime | None:
     """Parse ISO 8601 with an explicit offset (``Z`` or ``±HH:MM``); naive times are invalid."""
-    if not 10 <= len(text) <= 40:
+    if not 10 <= len(text) <= 40 or not EVENT_TIME_PATTERN.fullmatch(text):
         return None
     try:
         moment = datetime.fromisoformat(text)
@@ -181,7 +190,7 @@ def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
     if version not in SUPPORTED_VERSIONS:
         return InvalidEvent(ErrorCode.UNSUPPORTED_VERSION, f"schema_version {version} is not supported")
     for name in ("transaction_id", "customer_id", "merchant_id"):
-        if not ID_PATTERN.match(document[name]):
+        if not ID_PATTERN.fullmatch(document[name]):
             return InvalidEvent(ErrorCode.INVALID_ID, f"{name} {document[name][:80]!r} is not a valid id")
     amount = document["amount"]
     if not math.isfinite(amount):
@@ -190,7 +199,7 @@ def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
         return InvalidEvent(ErrorCode.NON_POSITIVE_AMOUNT, f"amount {amount} must be positive")
     if amount > MAX_AMOUNT:
         return InvalidEvent(ErrorCode.AMOUNT_TOO_LARGE, f"amount {amount} exceeds {MAX_AMOUNT:,.0f}")
-    if not CURRENCY_PATTERN.match(document["currency"]):
+    if not CURRENCY_PATTERN.fullmatch(document["currency"]):
         return InvalidEvent(ErrorCode.INVALID_CURRENCY, f"currency {document['currency'][:20]!r} is not ISO 4217")
     moment = parse_event_time(document["event_time"])
     if moment is None:
