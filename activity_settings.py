@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +133,17 @@ class StreamingSettings(_Section):
     metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics (0.0.0.0 in a container).")
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     fail_on_data_loss: bool = True
+    earliest_event_time: datetime = Field(default=datetime(1970, 1, 1, tzinfo=UTC), description=(
+        "Events before this are rejected as stale_timestamp (a date or an ISO 8601 time; UTC without an "
+        "offset). The contract's floor is 1970-01-01: real ledgers go back decades."))
+
+    @field_validator("earliest_event_time")
+    @classmethod
+    def _utc_from_1970(cls, value: datetime) -> datetime:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value < datetime(1970, 1, 1, tzinfo=UTC):
+            raise ValueError("must be 1970-01-01 or later: the platform counts event days from 1970-01-01")
+        return value
 
 
 class FeatureStoreSettings(_Section):

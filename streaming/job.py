@@ -2,7 +2,7 @@
 
 One Structured Streaming query reads the topic; each micro-batch (``MicroBatch.process``):
 
-1. parses and validates every record with the contract as Spark SQL expressions (in the JVM);
+1. parses and validates every record with the contract's validator (in Spark's Python workers);
 2. decides duplicates and late events against the driver-side ``StreamState`` and logs them;
 3. aggregates accepted events per (customer, day) in Spark;
 4. writes rejects to `transactions.dlq` and accepted events to the raw archive (Spark jobs), while
@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +38,9 @@ from features.store import FeatureWriter
 from streaming import metrics
 from streaming.aggregate import daily_partials, event_day
 from streaming.history import PARTIAL_COLUMNS, MergeResult
-from streaming.parse import parse
+from streaming.parse import PARSED_DDL, parse_records
 from streaming.paths import StreamPaths
-from streaming.schema import ErrorCode, example_event
+from streaming.schema import EARLIEST_EVENT_TIME, ErrorCode, example_event
 from streaming.stream_state import SECONDS_PER_DAY, BatchLog, StreamState
 
 log = logging.getLogger("activity.stream")
@@ -77,6 +79,12 @@ def spark_kafka_options(settings: Settings) -> dict[str, str]:
         options["kafka.ssl.truststore.type"] = "PEM"
         options["kafka.ssl.truststore.location"] = str(kafka.ssl_ca_location)
     return options
+
+
+def parse(raw: DataFrame, earliest: datetime = EARLIEST_EVENT_TIME) -> DataFrame:
+    """Raw Kafka rows -> validated rows (``streaming.parse.PARSED_DDL``); ``earliest``: the stale floor."""
+    return raw.select("topic", "partition", "offset", "key", "value").mapInArrow(
+        partial(parse_records, earliest=earliest), PARSED_DDL)
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,9 @@ class MicroBatch:
     def warm_up(self, records: int = 2_000) -> float:
         """Run the batch's Spark work once on made-up records, before the query starts.
 
-        The first micro-batch otherwise pays for the JVM compiling the parse and aggregation
-        paths; a stream that starts behind a backlog would see that first batch's freshness suffer.
+        The first micro-batch otherwise pays for starting Spark's Python workers (each imports
+        the contract and pyarrow) and for the JVM compiling the parse and aggregation paths; a
+        stream that starts behind a backlog would see that first batch's freshness suffer.
         Nothing is written anywhere. Returns the seconds it took.
         """
         started = time.time()
@@ -137,8 +146,8 @@ class MicroBatch:
                   if i % 100 else b"{not json" for i in range(records)]
         rows = [("warm-up", i % 4, i, None, value) for i, value in enumerate(values)]
         frame = self.spark.createDataFrame(rows, "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY")
-        spread = frame.repartition(self.spark.sparkContext.defaultParallelism)  # every core compiles them
-        parsed = parse(spread).persist(StorageLevel.MEMORY_AND_DISK)
+        spread = frame.repartition(self.spark.sparkContext.defaultParallelism)  # every core's Python worker
+        parsed = self._parse(spread).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             parsed.select("partition", "offset", "transaction_id", "customer_id",
                           F.unix_micros("event_time").alias("event_us")).toPandas()
@@ -147,9 +156,12 @@ class MicroBatch:
             parsed.unpersist()
         return time.time() - started
 
+    def _parse(self, raw: DataFrame) -> DataFrame:
+        return parse(raw, self.settings.streaming.earliest_event_time)
+
     def process(self, raw: DataFrame, batch_id: int) -> None:
         started = time.time()
-        parsed = parse(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        parsed = self._parse(raw).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             self._process(raw, parsed, batch_id, started)
         finally:

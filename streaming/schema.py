@@ -27,7 +27,9 @@ SUPPORTED_VERSIONS = frozenset({1})
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_AMOUNT = 1_000_000.0
 MAX_FUTURE = timedelta(minutes=5)
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# The contract's floor: real ledgers go back decades. A deployment that wants a later floor sets
+# `streaming.earliest_event_time`; both validators take it as ``earliest``.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 # Whole-value patterns, written once for both engines: Python applies them with ``fullmatch``,
 # Spark's JVM validator (streaming.contract_sql) as ``^(?:...)\z``. ASCII digits only: ``\d`` would
 # also take other scripts' digits in Python.
@@ -86,7 +88,8 @@ FIELDS: tuple[Field, ...] = (
     Field("currency", "string", "STRING", "ISO 4217 currency code.", "three upper-case letters"),
     Field("event_time", "string", "STRING",
           "When it happened: ISO 8601 with a UTC offset, `YYYY-MM-DDThh:mm[:ss[.fff]]` then `Z` or `+hh:mm`.",
-          f"after {EARLIEST_EVENT_TIME:%Y-%m-%d}, at most {MAX_FUTURE} in the future"),
+          f"from {EARLIEST_EVENT_TIME:%Y-%m-%d} (or `streaming.earliest_event_time`), "
+          f"at most {MAX_FUTURE} in the future"),
     Field("merchant_id", "string", "STRING", "The merchant.", "1-64 chars of A-Z a-z 0-9 _ . : -"),
     Field("merchant_category", "string", "STRING", "Merchant category.",
           "one of " + ", ".join(MERCHANT_CATEGORIES)),
@@ -172,8 +175,8 @@ def decode_value(raw: bytes | None) -> Any:
         return InvalidEvent(ErrorCode.INVALID_JSON, f"not JSON: {exc}")
 
 
-def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
-    """The first broken rule, or the event time (UTC) of a valid event."""
+def check_document(document: Any, now: datetime, earliest: datetime = EARLIEST_EVENT_TIME) -> InvalidEvent | datetime:
+    """The first broken rule, or the event time (UTC) of a valid event (``earliest``: the stale floor)."""
     if not isinstance(document, dict):
         return InvalidEvent(ErrorCode.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type_name(document)}")
     if document.keys() != _FIELD_SET:
@@ -207,7 +210,7 @@ def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
                             f"event_time {document['event_time'][:60]!r} is not ISO 8601 with an offset")
     if moment > now + MAX_FUTURE:
         return InvalidEvent(ErrorCode.FUTURE_TIMESTAMP, f"event_time {format_event_time(moment)} is in the future")
-    if moment < EARLIEST_EVENT_TIME:
+    if moment < earliest:
         return InvalidEvent(ErrorCode.STALE_TIMESTAMP, f"event_time {format_event_time(moment)} is too old")
     if document["merchant_category"] not in _CATEGORY_SET:
         return InvalidEvent(ErrorCode.INVALID_CATEGORY,
@@ -217,17 +220,19 @@ def check_document(document: Any, now: datetime) -> InvalidEvent | datetime:
     return moment
 
 
-def validate_bytes(raw: bytes | None, now: datetime | None = None) -> Transaction | InvalidEvent:
+def validate_bytes(raw: bytes | None, now: datetime | None = None,
+                   earliest: datetime = EARLIEST_EVENT_TIME) -> Transaction | InvalidEvent:
     """Validate one Kafka message value."""
     document = decode_value(raw)
     if isinstance(document, InvalidEvent):
         return document
-    return validate_record(document, now)
+    return validate_record(document, now, earliest)
 
 
-def validate_record(document: Any, now: datetime | None = None) -> Transaction | InvalidEvent:
+def validate_record(document: Any, now: datetime | None = None,
+                    earliest: datetime = EARLIEST_EVENT_TIME) -> Transaction | InvalidEvent:
     """Validate a decoded JSON document against the contract."""
-    checked = check_document(document, now or datetime.now(UTC))
+    checked = check_document(document, now or datetime.now(UTC), earliest)
     if isinstance(checked, InvalidEvent):
         return checked
     return Transaction(

@@ -99,7 +99,7 @@ def _without(name: str) -> dict[str, object]:
         (event(event_time="2026-03-01T12:30:00"), ErrorCode.INVALID_TIMESTAMP),
         (event(event_time="2026-02-30T12:30:00Z"), ErrorCode.INVALID_TIMESTAMP),
         (event(event_time="2030-01-01T00:00:00Z"), ErrorCode.FUTURE_TIMESTAMP),
-        (event(event_time="1999-12-31T23:59:59Z"), ErrorCode.STALE_TIMESTAMP),
+        (event(event_time="1969-12-31T23:59:59Z"), ErrorCode.STALE_TIMESTAMP),
         (event(merchant_category="casino"), ErrorCode.INVALID_CATEGORY),
         (event(channel="fax"), ErrorCode.INVALID_CHANNEL),
     ],
@@ -134,3 +134,56 @@ def test_docs_list_every_field_and_every_rejection_code() -> None:
 def test_committed_contract_docs_are_current() -> None:
     committed = Path(__file__).parents[2] / "docs" / "transactions.md"
     assert committed.read_text() == render_docs(), "run: activity schema docs --output docs/transactions.md"
+
+
+@pytest.mark.parametrize(("written", "valid"), [
+    ("2026-02-01T10:00:00Z", True),
+    ("2026-02-01 10:00:00Z", True),
+    ("2026-02-01T10:00Z", True),
+    ("2026-02-01T10:00:00.5Z", True),
+    ("2026-02-01T10:00:00.123456789Z", True),  # Java's Instant writes nanoseconds
+    ("2026-02-01T05:00:00-05:00", True),
+    ("2026-02-01T10:00:00+0100", False),  # what fromisoformat would also take, the contract's grammar does not
+    ("2026-02-01T10:00:00+01", False),
+    ("20260201T100000Z", False),
+    ("2026-W05-1T10:00:00Z", False),
+    ("2026-02-01x10:00:00Z", False),
+    ("2026-02-01T10:00:00z", False),
+    ("2026-02-01T10:00:00Z\n", False),
+    ("2026-02-30T10:00:00Z", False),
+    ("0000-01-01T00:00:00Z", False),
+])
+def test_event_time_follows_one_iso_8601_grammar(written: str, valid: bool) -> None:
+    result = validate_bytes(encoded(event(event_time=written)), now=NOW)
+    assert isinstance(result, Transaction) == valid, result
+    if not valid:
+        assert isinstance(result, InvalidEvent) and result.code == ErrorCode.INVALID_TIMESTAMP
+
+
+@pytest.mark.parametrize(("field", "value"), [("customer_id", "c-1\n"), ("currency", "EUR\n")])
+def test_patterns_match_the_whole_value(field: str, value: str) -> None:
+    result = validate_bytes(encoded(event(**{field: value})), now=NOW)
+    assert isinstance(result, InvalidEvent)
+    assert result.code == (ErrorCode.INVALID_ID if field == "customer_id" else ErrorCode.INVALID_CURRENCY)
+
+
+def test_real_ledgers_go_back_to_1970_and_a_later_floor_is_a_setting() -> None:
+    from activity_settings import SettingsError, load_settings
+    from streaming.parse import parse_batch
+
+    old = encoded(event(event_time="1997-01-01T00:00:00Z"))
+    assert isinstance(validate_bytes(old, now=NOW), Transaction)
+    before = validate_bytes(encoded(event(event_time="1969-12-31T23:59:59Z")), now=NOW)
+    assert isinstance(before, InvalidEvent) and before.code == ErrorCode.STALE_TIMESTAMP
+
+    floor = load_settings(streaming={"earliest_event_time": "2000-01-01"}).streaming.earliest_event_time
+    assert floor == datetime(2000, 1, 1, tzinfo=UTC)
+    stale = validate_bytes(old, now=NOW, earliest=floor)
+    assert isinstance(stale, InvalidEvent) and stale.code == ErrorCode.STALE_TIMESTAMP
+    # the stream's parse (Spark's Python workers) applies the same floor
+    import pyarrow as pa
+    batch = pa.RecordBatch.from_pydict({"topic": ["t"], "partition": [0], "offset": [1], "key": [b"k"], "value": [old]})
+    assert parse_batch(batch, NOW).column("error_code").to_pylist() == [None]
+    assert parse_batch(batch, NOW, floor).column("error_code").to_pylist() == ["stale_timestamp"]
+    with pytest.raises(SettingsError, match="streaming.earliest_event_time"):
+        load_settings(streaming={"earliest_event_time": "1969-12-31"})
