@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
@@ -15,6 +18,9 @@ from activity_settings import ActivityError, KafkaSettings
 from streaming.producer import DeliveryReport, TransactionPublisher
 from streaming.schema import SCHEMA_VERSION, encode_trusted, format_event_time
 from streaming.simulator import Population, simulate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Progress = Callable[[int], None]
 CHUNK = 20_000
@@ -123,45 +129,112 @@ class ReplayDefaults:
     merchant_category: str = "other"
     channel: str = "other"
     timezone: str = "UTC"  # for timestamps without an offset
+    time_format: str | None = None  # strptime format of the time column; None = recognized (see event_times)
+    header: bool = True  # False: the file has no header row and its columns are named "1", "2", ...
 
 
 class ReplayError(ActivityError, ValueError):
     """The input file cannot be replayed as mapped; the message names the column."""
 
 
-def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayDefaults) -> pa.Table:
-    """Read CSV or parquet, map columns to the contract and sort by event time (stable)."""
+def read_table(path: Path, header: bool = True) -> pd.DataFrame:
+    """A parquet file, or a text file of columns (CSV) separated by commas, semicolons, tabs or runs
+    of spaces, whichever its first line has; text columns are read as text (ids keep leading zeros).
+
+    Without a header row the columns are named by position from 1: "1", "2", ...
+    """
     import pandas as pd
 
     if not path.is_file():
         raise ReplayError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif suffix in (".csv", ".gz", ".txt"):
-        frame = pd.read_csv(path, low_memory=False)
-    else:
-        raise ReplayError(f"{path}: expected a .csv or .parquet file")
+    compressed = path.suffix.lower() == ".gz"
+    suffix = Path(path.stem).suffix.lower() if compressed else path.suffix.lower()
+    if suffix in (".parquet", ".pq") and not compressed:
+        return pd.read_parquet(path)
+    if suffix not in (".csv", ".txt", ".tsv", ".dat"):
+        raise ReplayError(f"{path}: expected a .csv, .tsv, .txt or .parquet file (or .csv.gz, ...)")
+    with gzip.open(path, "rt", errors="replace") if compressed else path.open(errors="replace") as handle:
+        first = handle.readline()
+    separator = next((sep for sep in (",", ";", "\t") if sep in first), r"\s+")
+    frame = pd.read_csv(path, sep=separator, header=0 if header else None, dtype=str, skipinitialspace=True)
+    if not header:
+        frame.columns = [str(i + 1) for i in range(frame.shape[1])]
+    return frame
+
+
+def event_times(column: pd.Series, time_format: str | None, timezone: str) -> pd.Series:
+    """A column of times as UTC timestamps; what cannot be read becomes NaT (the stream dead-letters it).
+
+    Recognized without a format: timestamps, ISO 8601 text (with or without a time or an offset),
+    dates written YYYYMMDD (``19970101``, as text or as integers), and the other common spellings
+    pandas reads one by one (``01/31/1997``, ``1997/01/31``, ``Jan 31 1997``). Times without an offset
+    are in ``timezone``.
+    """
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return _utc(column, timezone)
+    text = column.astype("string").str.strip()
+    if time_format is not None:
+        return _utc(pd.to_datetime(text, format=time_format, errors="coerce"), timezone)
+    times = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
+    compact = text.str.fullmatch(r"[12][0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])").fillna(False).astype(bool)
+    if compact.any():
+        times[compact] = _utc(pd.to_datetime(text[compact], format="%Y%m%d", errors="coerce"), timezone)
+    rest = ~compact & text.notna()
+    if rest.any():
+        iso = _utc(pd.to_datetime(text[rest], format="ISO8601", errors="coerce"), timezone)
+        times[rest] = iso
+        left = rest & times.isna()
+        if left.any():  # pandas' element-wise reading: slower, only for what ISO 8601 did not read
+            times[left] = pd.Series([_one_time(value, timezone) for value in text[left]], index=text[left].index,
+                                    dtype="datetime64[ns, UTC]")
+    return times
+
+
+def _utc(times: pd.Series, timezone: str) -> pd.Series:
+    if getattr(times.dt, "tz", None) is None:
+        times = times.dt.tz_localize(timezone)
+    return times.dt.tz_convert("UTC")
+
+
+def _one_time(value: str, timezone: str) -> pd.Timestamp:
+    import pandas as pd
+
+    try:
+        moment = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+    if pd.isna(moment):
+        return pd.NaT
+    return (moment.tz_localize(timezone) if moment.tzinfo is None else moment).tz_convert("UTC")
+
+
+def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayDefaults) -> pa.Table:
+    """Read CSV or parquet, map columns to the contract and sort by event time (stable)."""
+    import pandas as pd
+
+    frame = read_table(path, defaults.header)
     for name, column in vars(mapping).items():
         if column is not None and column not in frame.columns:
             raise ReplayError(f"column {column!r} (for {name}) is not in {path}; "
                               f"columns are: {', '.join(map(str, frame.columns))}")
-    times = pd.to_datetime(frame[mapping.event_time], errors="coerce", utc=False)
-    if getattr(times.dt, "tz", None) is None:
-        times = times.dt.tz_localize(defaults.timezone)
-    times = times.dt.tz_convert("UTC")
-    stem = path.stem.replace(" ", "_")[:24]
+    times = event_times(frame[mapping.event_time], defaults.time_format, defaults.timezone)
+    stem = re.sub(r"[^A-Za-z0-9_.:\-]", "_", path.stem)[:24]  # generated ids must be valid ids
+
+    def text(name: str | None, default: str) -> pd.Series | str:
+        return frame[name].astype("string") if name else default  # a missing value stays missing: null
+
     out = pd.DataFrame({
-        "transaction_id": (frame[mapping.transaction_id].astype(str) if mapping.transaction_id
+        "transaction_id": (frame[mapping.transaction_id].astype("string") if mapping.transaction_id
                            else [f"{stem}-{i}" for i in range(len(frame))]),
-        "customer_id": frame[mapping.customer_id].astype(str),
+        "customer_id": frame[mapping.customer_id].astype("string"),
         "amount": pd.to_numeric(frame[mapping.amount], errors="coerce"),
-        "currency": frame[mapping.currency].astype(str) if mapping.currency else defaults.currency,
+        "currency": text(mapping.currency, defaults.currency),
         "event_time": times,
-        "merchant_id": frame[mapping.merchant_id].astype(str) if mapping.merchant_id else defaults.merchant_id,
-        "merchant_category": (frame[mapping.merchant_category].astype(str) if mapping.merchant_category
-                              else defaults.merchant_category),
-        "channel": frame[mapping.channel].astype(str) if mapping.channel else defaults.channel,
+        "merchant_id": text(mapping.merchant_id, defaults.merchant_id),
+        "merchant_category": text(mapping.merchant_category, defaults.merchant_category),
+        "channel": text(mapping.channel, defaults.channel),
     })
     out = out.sort_values("event_time", kind="stable", na_position="first")
     return pa.Table.from_pandas(out, preserve_index=False)

@@ -89,6 +89,11 @@ def produce_replay(
     channel: Annotated[str | None, typer.Option(help="Column with the channel.")] = None,
     default_currency: Annotated[str, typer.Option(help="Currency when no column is mapped.")] = "EUR",
     timezone: Annotated[str, typer.Option(help="Time zone of times without an offset.")] = "UTC",
+    time_format: Annotated[str | None, typer.Option(help=(
+        "strptime format of the time column, e.g. %d.%m.%Y; default: ISO 8601, YYYYMMDD and the common "
+        "spellings are recognized."))] = None,
+    header: Annotated[bool, typer.Option(help=(
+        "The file's first row names its columns; with --no-header, name columns by position: --customer 1."))] = True,
     speedup: Annotated[float | None, typer.Option(help="Event time runs this many times faster.")] = None,
     rate: Annotated[float | None, typer.Option(help="Cap in events/s.")] = None,
 ) -> None:
@@ -105,7 +110,8 @@ def produce_replay(
     cfg = settings()
     try:
         mapping = ColumnMapping(customer, time, amount, transaction, currency, merchant, category, channel)
-        table = read_transactions_file(file, mapping, ReplayDefaults(currency=default_currency, timezone=timezone))
+        table = read_transactions_file(file, mapping, ReplayDefaults(
+            currency=default_currency, timezone=timezone, time_format=time_format, header=header))
         with progress_bar() as progress:
             task = progress.add_task(file.name, total=table.num_rows)
             report = publish_tables(cfg.kafka, [table], encode_replayed, Pace(rate=rate, speedup=speedup),

@@ -61,3 +61,60 @@ def test_parquet_is_read_too(tmp_path: Path) -> None:
                   "amount": [1.0]}).to_parquet(path)
     table = read_transactions_file(path, ColumnMapping("customer_id", "event_time", "amount"), ReplayDefaults())
     assert isinstance(validate_bytes(encode_replayed(table)[0]), Transaction)
+
+
+def _times(tmp_path: Path, lines: str, **defaults: object) -> list[str | None]:
+    path = tmp_path / "ledger.txt"
+    path.write_text(lines)
+    replay = ReplayDefaults(**defaults)  # type: ignore[arg-type]
+    mapping = ColumnMapping(customer_id="1" if not replay.header else "customer", event_time="2" if not replay.header
+                            else "time", amount="3" if not replay.header else "amount")
+    table = read_transactions_file(path, mapping, replay)
+    return [None if t is None else t.isoformat() for t in table["event_time"].to_pylist()]
+
+
+def test_a_headerless_whitespace_ledger_of_yyyymmdd_dates_from_the_1990s(tmp_path: Path) -> None:
+    # The shape of the classic CD retail panel: padded ids, date-only integers, runs of spaces.
+    path = tmp_path / "panel (1997).txt"
+    path.write_text("00001 19970101  1  11.77\n00002 19970112  2  89.00\n00001 19970302  1   0.00\n"
+                    "00003 19971301  1   5.00\n")
+    mapping = ColumnMapping(customer_id="1", event_time="2", amount="4")
+    table = read_transactions_file(path, mapping, ReplayDefaults(header=False))
+    rows = table.to_pylist()
+    assert [row["customer_id"] for row in rows] == ["00003", "00001", "00002", "00001"]  # ids keep their zeros
+    assert rows[0]["event_time"] is None  # month 13: sent as null, dead-lettered with its reason
+    assert [row["event_time"].isoformat() for row in rows[1:]] == [
+        "1997-01-01T00:00:00+00:00", "1997-01-12T00:00:00+00:00", "1997-03-02T00:00:00+00:00"]
+    results = [validate_bytes(value) for value in encode_replayed(table)]
+    assert isinstance(results[0], InvalidEvent)
+    assert [r.customer_id for r in results[1:3] if isinstance(r, Transaction)] == ["00001", "00002"]
+    assert all(ok.transaction_id.startswith("panel__1997_-") for ok in results[1:3] if isinstance(ok, Transaction))
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("1997-01-31", "1997-01-31T00:00:00+00:00"),
+    ("1997-01-31 10:30:00", "1997-01-31T10:30:00+00:00"),
+    ("1997-01-31T10:30:00+01:00", "1997-01-31T09:30:00+00:00"),
+    ("01/31/1997", "1997-01-31T00:00:00+00:00"),
+    ("1997/01/31", "1997-01-31T00:00:00+00:00"),
+    ("Jan 31 1997", "1997-01-31T00:00:00+00:00"),
+    ("19970131", "1997-01-31T00:00:00+00:00"),
+    ("yesterday-ish", None),
+])
+def test_common_date_spellings_are_read(tmp_path: Path, written: str, expected: str | None) -> None:
+    assert _times(tmp_path, f"customer;time;amount\nc1;{written};1.5\n") == [expected]
+
+
+def test_a_time_format_and_a_time_zone_are_applied(tmp_path: Path) -> None:
+    lines = "customer,time,amount\nc1,31.01.1997 23:30,1.5\n"
+    assert _times(tmp_path, lines, time_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin") == [
+        "1997-01-31T22:30:00+00:00"]
+
+
+def test_missing_ids_are_sent_as_null_not_as_the_text_nan(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.csv"
+    path.write_text("customer,time,amount\n,2026-01-01,1.0\nc2,2026-01-02,2.0\n")
+    table = read_transactions_file(path, ColumnMapping("customer", "time", "amount"), ReplayDefaults())
+    assert table["customer_id"].to_pylist() == [None, "c2"]
+    first = validate_bytes(encode_replayed(table)[0])
+    assert isinstance(first, InvalidEvent) and first.code == ErrorCode.WRONG_TYPE
