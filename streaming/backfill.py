@@ -22,9 +22,10 @@ from streaming.aggregate import daily_partials
 from streaming.history import ActivityHistory
 from streaming.job import parse, spark_kafka_options
 from streaming.paths import StreamPaths
+from streaming.schema import PURCHASE
 
 EVENT_COLUMNS = ("transaction_id", "customer_id", "amount", "currency", "event_time", "merchant_id",
-                 "merchant_category", "channel")
+                 "merchant_category", "channel", "kind")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ def archived_events(spark: SparkSession, settings: Settings) -> DataFrame:
     if not any(archive.glob("batch=*/day=*")):
         raise FileNotFoundError(f"the raw archive {archive} is empty: run `activity stream run` first, "
                                 "or backfill with --source kafka")
-    return spark.read.option("basePath", str(archive)).parquet(str(archive / "batch=*")).select(*EVENT_COLUMNS)
+    events = spark.read.option("basePath", str(archive)).option("mergeSchema", "true").parquet(str(archive / "batch=*"))
+    # an archive written before contract version 2 has no kind: all its events are purchases
+    kind = F.coalesce(F.col("kind"), F.lit(PURCHASE)) if "kind" in events.columns else F.lit(PURCHASE)
+    return events.withColumn("kind", kind).select(*EVENT_COLUMNS)
 
 
 def topic_events(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -52,7 +56,7 @@ def topic_events(spark: SparkSession, settings: Settings) -> DataFrame:
               .option("startingOffsets", "earliest").option("endingOffsets", "latest"))
     for key, value in spark_kafka_options(settings).items():
         reader = reader.option(key, value)
-    parsed = parse(reader.load())
+    parsed = parse(reader.load(), settings.streaming.earliest_event_time)  # the stream's floor, not the default
     return parsed.where(F.col("error_code").isNull()).select(*EVENT_COLUMNS)
 
 
@@ -66,6 +70,8 @@ def rebuild_history(
     if customers is not None:
         events = events.where(F.col("customer_id").isin(customers))
     unique = events.dropDuplicates(["transaction_id"])
+    if "kind" in unique.columns:  # the history counts purchases, as the stream's does
+        unique = unique.where(F.col("kind") == PURCHASE)
     partials = daily_partials(unique).toPandas()
     if partials.empty:
         return BackfillSummary(0, 0, 0, 0)

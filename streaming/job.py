@@ -40,13 +40,13 @@ from streaming.aggregate import daily_partials, event_day
 from streaming.history import PARTIAL_COLUMNS, MergeResult
 from streaming.parse import PARSED_DDL, parse_records
 from streaming.paths import StreamPaths
-from streaming.schema import EARLIEST_EVENT_TIME, ErrorCode, example_event
+from streaming.schema import EARLIEST_EVENT_TIME, PURCHASE, ErrorCode, example_event
 from streaming.stream_state import SECONDS_PER_DAY, BatchLog, StreamState
 
 log = logging.getLogger("activity.stream")
 
 ARCHIVE_COLUMNS = ("transaction_id", "customer_id", "amount", "currency", "event_time", "merchant_id",
-                   "merchant_category", "channel", "partition", "offset")
+                   "merchant_category", "channel", "kind", "partition", "offset")
 
 
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -244,6 +244,7 @@ class MicroBatch:
         figures = {
             "batch_id": batch_log.batch_id, "started": started, "written_at": written, "replayed": replay,
             "valid": meta["valid"], "rejected": rejected, "duplicates": meta["duplicates"], "late": meta["late"],
+            "not_purchases": meta.get("not_purchases", 0),
             "too_late": len(merged.too_late), "customers": len(merged.changed), "max_event_s": meta["max_event_s"],
             "watermark_s": meta["watermark_s"], **_freshness(meta, written), "phases": phases,
             "duration_s": time.time() - started,
@@ -256,6 +257,7 @@ class MicroBatch:
         """Collect the valid rows' keys and classify duplicates and late rows against the state."""
         rows = (parsed.select("partition", "offset", "transaction_id", "customer_id",
                               (F.unix_micros("event_time") / 1e6).alias("event_s"),
+                              (F.col("kind") != PURCHASE).alias("not_purchase"),
                               F.col("error_code").isNotNull().alias("invalid"))
                 .toPandas())
         keys = (rows.loc[~rows["invalid"]].drop(columns="invalid")
@@ -270,7 +272,9 @@ class MicroBatch:
         keys, duplicate, late = classified.keys, classified.duplicate, classified.late
         accepted = keys.loc[~duplicate]
         valid = parsed.where(F.col("error_code").isNull())
-        partials = (daily_partials(self._accepted(valid, classified.duplicates)).toPandas()
+        # The history counts purchases: refunds and reversals are archived (and counted) but are not activity.
+        purchases = self._accepted(valid, classified.duplicates).where(F.col("kind") == PURCHASE)
+        partials = (daily_partials(purchases).toPandas()
                     if len(accepted) else pd.DataFrame(columns=list(PARTIAL_COLUMNS)))
         late_rows = keys.loc[late & ~duplicate]
         late_days = pd.DataFrame({"customer_id": late_rows["customer_id"],
@@ -279,7 +283,7 @@ class MicroBatch:
         max_event = float(accepted_s.max()) if len(accepted_s) else float("-inf")
         meta = {
             "valid": int(len(keys)), "invalid": classified.invalid, "duplicates": int(duplicate.sum()),
-            "late": int((late & ~duplicate).sum()),
+            "late": int((late & ~duplicate).sum()), "not_purchases": int(accepted["not_purchase"].sum()),
             "max_event_s": max(max_event, self.state.max_event_s), "watermark_s": self.state.watermark_s,
             "event_s_median": _event_time_percentile(accepted_s, 50),
             "event_s_oldest_1pct": _event_time_percentile(accepted_s, 1),

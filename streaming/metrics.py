@@ -12,6 +12,8 @@ DUPLICATES = Counter("activity_stream_duplicate_events_total", "Events dropped a
 LATE = Counter("activity_stream_late_events_total", "Events behind the event-time watermark (counted, kept).")
 TOO_LATE = Counter("activity_stream_too_late_events_total",
                    "Partial aggregates older than a customer's history; fixed by `stream backfill --reconcile`.")
+NOT_PURCHASES = Counter("activity_stream_refund_events_total",
+                        "Accepted refunds and reversals: archived, not counted as activity.")
 CUSTOMERS_WRITTEN = Counter("activity_stream_online_writes_total", "Customer states written to the online store.")
 INPUT_RATE = Gauge("activity_stream_input_rows_per_second", "Input rate of the last micro-batch.")
 PROCESS_RATE = Gauge("activity_stream_processed_rows_per_second", "Processing rate of the last micro-batch.")
@@ -33,6 +35,7 @@ def record_batch(figures: dict) -> None:
     DUPLICATES.inc(figures.get("duplicates", 0))
     LATE.inc(figures.get("late", 0))
     TOO_LATE.inc(figures.get("too_late", 0))
+    NOT_PURCHASES.inc(figures.get("not_purchases", 0))
     CUSTOMERS_WRITTEN.inc(figures.get("customers", 0))
     BATCH_DURATION.observe(figures["duration_s"])
     for key in ("freshness_p50_s", "freshness_p99_s"):

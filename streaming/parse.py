@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streaming.schema import EARLIEST_EVENT_TIME, InvalidEvent, check_document, decode_value
+from streaming.schema import EARLIEST_EVENT_TIME, PURCHASE, InvalidEvent, check_document, decode_value
 
 # The record's topic, key and raw value are kept for rejected records only (the dead-letter topic
 # carries them); a valid record's are null, which keeps them out of Spark's Python round trip.
@@ -33,13 +33,14 @@ PARSED_SCHEMA = pa.schema([
     ("merchant_id", pa.string()),
     ("merchant_category", pa.string()),
     ("channel", pa.string()),
+    ("kind", pa.string()),  # "purchase" for a version 1 event
 ])
 PARSED_DDL = (
     "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY, error_code STRING, "
     "error_message STRING, transaction_id STRING, customer_id STRING, amount DOUBLE, currency STRING, "
-    "event_time TIMESTAMP, merchant_id STRING, merchant_category STRING, channel STRING"
+    "event_time TIMESTAMP, merchant_id STRING, merchant_category STRING, channel STRING, kind STRING"
 )
-_TEXT_FIELDS = ("transaction_id", "customer_id", "currency", "merchant_id", "merchant_category", "channel")
+_TEXT_FIELDS = ("transaction_id", "customer_id", "currency", "merchant_id", "merchant_category", "channel", "kind")
 
 
 def parse_batch(batch: pa.RecordBatch, now: datetime, earliest: datetime = EARLIEST_EVENT_TIME) -> pa.RecordBatch:
@@ -58,7 +59,7 @@ def parse_batch(batch: pa.RecordBatch, now: datetime, earliest: datetime = EARLI
             code[i], message[i] = checked.code.value, checked.message
             continue
         for name in _TEXT_FIELDS:
-            text[name][i] = document[name]
+            text[name][i] = document.get(name, PURCHASE)  # only kind may be absent (version 1)
         amount[i] = float(document["amount"])
         moment[i] = checked
     codes = pa.array(code, pa.string())
@@ -80,7 +81,7 @@ def parse_batch(batch: pa.RecordBatch, now: datetime, earliest: datetime = EARLI
             pa.array(amount, pa.float64()),
             pa.array(text["currency"], pa.string()),
             pa.array(moment, pa.timestamp("us", tz="UTC")),
-            *(pa.array(text[name], pa.string()) for name in ("merchant_id", "merchant_category", "channel")),
+            *(pa.array(text[name], pa.string()) for name in ("merchant_id", "merchant_category", "channel", "kind")),
         ],
         schema=PARSED_SCHEMA,
     )

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from activity_settings import ActivityError, KafkaSettings
 from streaming.producer import DeliveryReport, TransactionPublisher
-from streaming.schema import SCHEMA_VERSION, encode_trusted, format_event_time
+from streaming.schema import PURCHASE, SCHEMA_VERSION, encode_trusted, format_event_time
 from streaming.simulator import Population, simulate
 
 if TYPE_CHECKING:
@@ -242,7 +242,8 @@ def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayD
 
 def encode_replayed(table: pa.Table) -> list[bytes]:
     """Row-wise JSON with proper escaping; unparseable times and amounts become ``null`` so the
-    streaming job dead-letters them with a reason instead of them vanishing here."""
+    streaming job dead-letters them with a reason instead of them vanishing here. A negative amount
+    is sent as a refund, anything else as a purchase."""
     values = []
     for row in table.to_pylist():
         moment = row["event_time"]
@@ -257,6 +258,8 @@ def encode_replayed(table: pa.Table) -> list[bytes]:
             "merchant_id": row["merchant_id"],
             "merchant_category": row["merchant_category"],
             "channel": row["channel"],
+            # a ledger books a refund as a negative amount; zero is a purchase (a free item, a voucher)
+            "kind": "refund" if amount is not None and amount < 0 else PURCHASE,
         }
         values.append(orjson.dumps(document))
     return values

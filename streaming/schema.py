@@ -22,8 +22,13 @@ import pyarrow.compute as pc
 # The enumerations are the platform's vocabulary, shared with the feature definitions.
 from features.state import CHANNELS, MERCHANT_CATEGORIES
 
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
+# What an event records (version 2 on; a version 1 event is a purchase). A real ledger also books
+# refunds and reversals, with negative (or zero) amounts: they are valid events, kept apart from
+# purchases downstream (the activity the models predict counts purchases).
+PURCHASE = "purchase"
+KINDS = (PURCHASE, "refund", "reversal")
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_AMOUNT = 1_000_000.0
 MAX_FUTURE = timedelta(minutes=5)
@@ -64,6 +69,8 @@ class ErrorCode(StrEnum):
     STALE_TIMESTAMP = "stale_timestamp"
     INVALID_CATEGORY = "invalid_category"
     INVALID_CHANNEL = "invalid_channel"
+    INVALID_KIND = "invalid_kind"
+    AMOUNT_SIGN = "amount_sign"
     DUPLICATE_TRANSACTION = "duplicate_transaction"
 
 
@@ -74,6 +81,7 @@ class Field:
     spark_type: str  # a Spark SQL DDL type
     description: str
     rule: str
+    since: int = 1  # the first schema_version with this field
 
 
 FIELDS: tuple[Field, ...] = (
@@ -84,7 +92,8 @@ FIELDS: tuple[Field, ...] = (
     Field("customer_id", "string", "STRING", "The customer; also the Kafka message key.",
           "1-64 chars of A-Z a-z 0-9 _ . : -"),
     Field("amount", "number", "DOUBLE", "Transaction amount in `currency` units.",
-          f"finite, > 0 and <= {MAX_AMOUNT:,.0f}"),
+          f"finite, at most {MAX_AMOUNT:,.0f} either way; version 1: > 0; version 2: >= 0 for a purchase, "
+          "<= 0 for a refund or a reversal"),
     Field("currency", "string", "STRING", "ISO 4217 currency code.", "three upper-case letters"),
     Field("event_time", "string", "STRING",
           "When it happened: ISO 8601 with a UTC offset, `YYYY-MM-DDThh:mm[:ss[.fff]]` then `Z` or `+hh:mm`.",
@@ -94,13 +103,19 @@ FIELDS: tuple[Field, ...] = (
     Field("merchant_category", "string", "STRING", "Merchant category.",
           "one of " + ", ".join(MERCHANT_CATEGORIES)),
     Field("channel", "string", "STRING", "Where the customer paid.", "one of " + ", ".join(CHANNELS)),
+    Field("kind", "string", "STRING", "What it records: a purchase, or a refund or reversal of one.",
+          "one of " + ", ".join(KINDS), since=2),
 )
 FIELD_NAMES = tuple(field.name for field in FIELDS)
-_FIELD_SET = frozenset(FIELD_NAMES)
+# The fields of each supported version (an unsupported one is checked against the current fields).
+VERSION_FIELDS = {version: tuple(f.name for f in FIELDS if f.since <= version) for version in SUPPORTED_VERSIONS}
+_VERSION_SETS = {version: frozenset(names) for version, names in VERSION_FIELDS.items()}
 _CATEGORY_SET = frozenset(MERCHANT_CATEGORIES)
 _PYTHON_TYPES = {"string": frozenset({str}), "integer": frozenset({int}), "number": frozenset({int, float})}
-_TYPE_CHECKS = tuple((field.name, _PYTHON_TYPES[field.json_type], field.json_type) for field in FIELDS)
+_TYPE_CHECKS = {version: tuple((f.name, _PYTHON_TYPES[f.json_type], f.json_type) for f in FIELDS if f.since <= version)
+                for version in (*SUPPORTED_VERSIONS, SCHEMA_VERSION)}
 _CHANNEL_SET = frozenset(CHANNELS)
+_KIND_SET = frozenset(KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +131,10 @@ class Transaction:
     merchant_category: str
     channel: str
     schema_version: int = SCHEMA_VERSION
+    kind: str = PURCHASE
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "schema_version": self.schema_version,
             "transaction_id": self.transaction_id,
             "customer_id": self.customer_id,
@@ -129,6 +145,9 @@ class Transaction:
             "merchant_category": self.merchant_category,
             "channel": self.channel,
         }
+        if self.schema_version >= 2:
+            document["kind"] = self.kind
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +198,17 @@ def check_document(document: Any, now: datetime, earliest: datetime = EARLIEST_E
     """The first broken rule, or the event time (UTC) of a valid event (``earliest``: the stale floor)."""
     if not isinstance(document, dict):
         return InvalidEvent(ErrorCode.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type_name(document)}")
-    if document.keys() != _FIELD_SET:
-        missing = [name for name in FIELD_NAMES if name not in document]
+    claimed = document.get("schema_version")
+    version = claimed if type(claimed) is int and claimed in _VERSION_SETS else SCHEMA_VERSION
+    fields = _VERSION_SETS[version]
+    if document.keys() != fields:
+        missing = [name for name in VERSION_FIELDS[version] if name not in document]
         if missing:
             return InvalidEvent(ErrorCode.MISSING_FIELD, "missing field(s): " + ", ".join(missing))
-        unknown = sorted(str(name) for name in set(document) - _FIELD_SET)
-        return InvalidEvent(ErrorCode.UNKNOWN_FIELD, "unknown field(s): " + ", ".join(unknown)[:200])
-    for name, allowed, json_type in _TYPE_CHECKS:
+        unknown = sorted(str(name) for name in set(document) - fields)
+        return InvalidEvent(ErrorCode.UNKNOWN_FIELD, "unknown field(s): " + ", ".join(unknown)[:200]
+                            + (f" (not in schema_version {version})" if version < SCHEMA_VERSION else ""))
+    for name, allowed, json_type in _TYPE_CHECKS[version]:
         value = document[name]
         if type(value) not in allowed:  # exact types: a JSON true is not an integer
             return InvalidEvent(ErrorCode.WRONG_TYPE, f"{name} must be a {json_type}, got {_json_type_name(value)}")
@@ -195,12 +218,19 @@ def check_document(document: Any, now: datetime, earliest: datetime = EARLIEST_E
     for name in ("transaction_id", "customer_id", "merchant_id"):
         if not ID_PATTERN.fullmatch(document[name]):
             return InvalidEvent(ErrorCode.INVALID_ID, f"{name} {document[name][:80]!r} is not a valid id")
+    kind = document.get("kind", PURCHASE)
+    if kind not in _KIND_SET:
+        return InvalidEvent(ErrorCode.INVALID_KIND, f"kind {kind[:40]!r} is not one of {', '.join(KINDS)}")
     amount = document["amount"]
     if not math.isfinite(amount):
         return InvalidEvent(ErrorCode.NON_FINITE_AMOUNT, f"amount {amount} is not finite")
-    if amount <= 0:
-        return InvalidEvent(ErrorCode.NON_POSITIVE_AMOUNT, f"amount {amount} must be positive")
-    if amount > MAX_AMOUNT:
+    if version == 1 and amount <= 0:
+        return InvalidEvent(ErrorCode.NON_POSITIVE_AMOUNT,
+                            f"amount {amount} must be positive (schema_version 2 books refunds and zero amounts)")
+    if (amount < 0) if kind == PURCHASE else (amount > 0):
+        return InvalidEvent(ErrorCode.AMOUNT_SIGN, f"amount {amount} of a {kind} must be "
+                            + ("zero or positive" if kind == PURCHASE else "zero or negative"))
+    if abs(amount) > MAX_AMOUNT:
         return InvalidEvent(ErrorCode.AMOUNT_TOO_LARGE, f"amount {amount} exceeds {MAX_AMOUNT:,.0f}")
     if not CURRENCY_PATTERN.fullmatch(document["currency"]):
         return InvalidEvent(ErrorCode.INVALID_CURRENCY, f"currency {document['currency'][:20]!r} is not ISO 4217")
@@ -245,6 +275,7 @@ def validate_record(document: Any, now: datetime | None = None,
         merchant_category=document["merchant_category"],
         channel=document["channel"],
         schema_version=document["schema_version"],
+        kind=document.get("kind", PURCHASE),
     )
 
 
@@ -276,6 +307,7 @@ def encode_trusted(table: pa.Table) -> pa.Array:
         'Z","merchant_id":"', table["merchant_id"],
         '","merchant_category":"', table["merchant_category"],
         '","channel":"', table["channel"],
+        '","kind":"', table["kind"] if "kind" in table.column_names else pa.scalar(PURCHASE),
         '"}', "",
     )
 
@@ -297,12 +329,14 @@ def render_docs() -> str:
         "# The `transactions` contract",
         "",
         f"Value: a UTF-8 JSON object of at most {MAX_PAYLOAD_BYTES:,} bytes; key: `customer_id`. "
-        f"Current `schema_version`: {SCHEMA_VERSION}. Every field is required; unknown fields are rejected.",
+        f"Current `schema_version`: {SCHEMA_VERSION}; version 1 events (without `kind`: purchases, amounts "
+        "> 0) are still accepted. Every field of the event's version is required; unknown fields are rejected.",
         "",
         "| field | JSON type | Spark type | rule | meaning |",
         "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| `{f.name}` | {f.json_type} | {f.spark_type} | {f.rule} | {f.description} |" for f in FIELDS]
+    lines += [f"| `{f.name}` | {f.json_type} | {f.spark_type} | {f.rule}"
+              f"{f' (schema_version {f.since} on)' if f.since > 1 else ''} | {f.description} |" for f in FIELDS]
     lines += [
         "",
         "## Rejections",

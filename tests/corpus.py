@@ -30,6 +30,10 @@ def malformed(tag: str) -> list[tuple[str, bytes, ErrorCode]]:
     def ev(i: int, **changes: object) -> dict[str, object]:
         return _event(transaction_id=f"bad-{tag}-{i}", **changes)
 
+    def v1(i: int, **changes: object) -> dict[str, object]:  # the first contract: no kind, amounts > 0
+        document = {k: v for k, v in ev(i).items() if k != "kind"} | {"schema_version": 1}
+        return document | changes
+
     cases: list[tuple[str, bytes, ErrorCode]] = [
         ("invalid json", b'{"schema_version": 1, "amount": ', ErrorCode.INVALID_JSON),
         ("plain text", b"hello kafka", ErrorCode.INVALID_JSON),
@@ -49,8 +53,13 @@ def malformed(tag: str) -> list[tuple[str, bytes, ErrorCode]]:
         ("NaN amount", _json(ev(10)).replace(b'"amount": 42.5', b'"amount": NaN'), ErrorCode.NON_FINITE_AMOUNT),
         ("infinite amount", _json(ev(11)).replace(b'"amount": 42.5', b'"amount": Infinity'),
          ErrorCode.NON_FINITE_AMOUNT),
-        ("negative amount", _json(ev(12, amount=-20.0)), ErrorCode.NON_POSITIVE_AMOUNT),
-        ("zero amount", _json(ev(13, amount=0)), ErrorCode.NON_POSITIVE_AMOUNT),
+        ("negative purchase", _json(ev(12, amount=-20.0)), ErrorCode.AMOUNT_SIGN),
+        ("zero amount in version 1", _json(v1(13, amount=0)), ErrorCode.NON_POSITIVE_AMOUNT),
+        ("refund in version 1", _json(v1(23, amount=-20.0)), ErrorCode.NON_POSITIVE_AMOUNT),
+        ("kind in version 1", _json(v1(24, kind="refund")), ErrorCode.UNKNOWN_FIELD),
+        ("positive refund", _json(ev(25, kind="refund", amount=5.0)), ErrorCode.AMOUNT_SIGN),
+        ("unknown kind", _json(ev(26, kind="chargeback")), ErrorCode.INVALID_KIND),
+        ("huge refund", _json(ev(27, kind="reversal", amount=-5e9)), ErrorCode.AMOUNT_TOO_LARGE),
         ("huge amount", _json(ev(14, amount=5e9)), ErrorCode.AMOUNT_TOO_LARGE),
         ("lower-case currency", _json(ev(15, currency="eur")), ErrorCode.INVALID_CURRENCY),
         ("unparseable time", _json(ev(16, event_time="last tuesday")), ErrorCode.INVALID_TIMESTAMP),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from streaming.consume import read_topic
 from streaming.paths import StreamPaths
 from streaming.publish import encode_simulated, publish_tables
 from streaming.runner import run_stream
-from streaming.schema import ErrorCode
+from streaming.schema import ErrorCode, Transaction
 from streaming.simulator import make_population, simulate
 from tests.conftest import free_port
 from tests.corpus import malformed
@@ -48,13 +48,22 @@ def streamed(kafka_stack: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     corpus = malformed("stream")
     resent = pc.take(pa_concat(first[-3:]), list(range(0, 150, 3)))  # 50 accepted events sent again
     duplicates = list(zip(pc.cast(resent["customer_id"], "binary").to_pylist(), encode_simulated(resent), strict=True))
-    send_raw(settings, [(b"bad", value) for _, value, _ in corpus] + duplicates)
+    # A real ledger's other bookings (contract version 2): refunds and reversals are valid events,
+    # archived and counted apart, not activity; a zero-amount purchase is a purchase.
+    booked = datetime(2026, 2, 14, 12, tzinfo=UTC)  # the last day of the first part: not late
+    others = [Transaction(f"ledger-{i}", cid, amount, "EUR", booked, "m00001", "retail", "online", kind=kind)
+              for i, (cid, amount, kind) in enumerate(
+                  [(cid, -10.0, "refund") for cid in population.customer_ids[:4]]
+                  + [(population.customer_ids[4], -3.5, "reversal"), (population.customer_ids[5], 0.0, "purchase")])]
+    send_raw(settings, [(b"bad", value) for _, value, _ in corpus] + duplicates
+             + [(t.customer_id.encode(), json.dumps(t.to_json()).encode()) for t in others])
     assert publish_tables(settings.kafka, second, encode_simulated).failed == 0
 
     summary = run_stream(settings, until_idle_s=2.0)
-    valid_events = sum(table.num_rows for table in tables)
+    valid_events = sum(table.num_rows for table in tables) + len(others)
     return {"settings": settings, "summary": summary, "corpus": corpus, "duplicates": duplicates,
-            "valid_events": valid_events, "population": population, "tables": tables}
+            "valid_events": valid_events, "purchases": valid_events - 5, "others": others,
+            "population": population, "tables": tables}
 
 
 def pa_concat(tables: list):
@@ -90,6 +99,11 @@ def test_every_valid_event_is_counted_and_archived_once(streamed: dict) -> None:
     archive = pd.read_parquet(StreamPaths.of(settings).archive)
     assert len(archive) == streamed["valid_events"]
     assert archive["transaction_id"].is_unique
+    assert sum(p["not_purchases"] for p in progress) == 5
+    booked = archive[archive["transaction_id"].str.startswith("ledger-")].set_index("transaction_id")
+    assert {t.transaction_id: (t.kind, t.amount) for t in streamed["others"]} == dict(
+        zip(booked.index, zip(booked["kind"], booked["amount"], strict=True), strict=True))
+    archive = archive[archive["kind"] == "purchase"]  # the activity the features count
     online = online_features(FeatureWriter.open(settings).store, list(streamed["population"].customer_ids[:50]),
                              [int(pd.Timestamp("2026-03-02", tz="UTC").timestamp())] * 50)
     expected = archive.assign(day=pd.to_datetime(archive["event_time"], utc=True))
@@ -138,7 +152,7 @@ def test_backfill_from_the_archive_rebuilds_the_same_online_state(streamed: dict
     rebuilt_settings = settings.model_copy(update={"data_dir": tmp_path / "rebuilt"})
     writer = FeatureWriter.open(rebuilt_settings)
     summary = rebuild_history(archived_events(spark_session(settings, "backfill-test"), settings), writer)
-    assert summary.events == streamed["valid_events"]
+    assert summary.events == streamed["purchases"]
     after = online_features(writer.store, customers, as_of)
     for name in FEATURE_NAMES:
         np.testing.assert_allclose(before[name], after[name], rtol=1e-9, err_msg=name)
@@ -149,10 +163,13 @@ def test_training_set_features_use_nothing_after_as_of(streamed: dict) -> None:
     from training.dataset import labelled_entities, training_set
 
     settings: Settings = streamed["settings"]
-    archive = pd.read_parquet(StreamPaths.of(settings).archive, columns=["customer_id", "event_time"])
+    archive = pd.read_parquet(StreamPaths.of(settings).archive, columns=["customer_id", "event_time", "kind"])
+    archive = archive[archive["kind"] == "purchase"].drop(columns="kind")
     archive["event_time"] = pd.to_datetime(archive["event_time"], utc=True)
     archive["day"] = (archive["event_time"].astype("int64") // 10**9 // 86_400).astype("int64")
     daily = archive.groupby(["customer_id", "day"]).size().rename("count").reset_index()
+    from streaming.archive import daily_counts  # the labels' reading of the archive: purchases only
+    assert daily_counts(settings).equals(daily.sort_values(["customer_id", "day"], ignore_index=True))
     entities = labelled_entities(daily, LabelPolicy(horizon_days=14), grid_days=7)
     assert set(entities["label"]) == {"decline", "stable", "growth"}
     sample = entities.sample(300, random_state=4).reset_index(drop=True)

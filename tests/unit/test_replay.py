@@ -118,3 +118,12 @@ def test_missing_ids_are_sent_as_null_not_as_the_text_nan(tmp_path: Path) -> Non
     assert table["customer_id"].to_pylist() == [None, "c2"]
     first = validate_bytes(encode_replayed(table)[0])
     assert isinstance(first, InvalidEvent) and first.code == ErrorCode.WRONG_TYPE
+
+
+def test_negative_amounts_are_replayed_as_refunds_and_zero_as_a_purchase(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.csv"
+    path.write_text("customer,time,amount\nc1,2026-01-01,25.0\nc1,2026-01-02,-25.0\nc2,2026-01-03,0\n")
+    table = read_transactions_file(path, ColumnMapping("customer", "time", "amount"), ReplayDefaults())
+    results = [validate_bytes(value) for value in encode_replayed(table)]
+    assert [(r.kind, r.amount) for r in results if isinstance(r, Transaction)] == [
+        ("purchase", 25.0), ("refund", -25.0), ("purchase", 0.0)]

@@ -85,14 +85,16 @@ def _without(name: str) -> dict[str, object]:
         (event(customer_id=None), ErrorCode.WRONG_TYPE),
         (event(schema_version="1"), ErrorCode.WRONG_TYPE),
         (event(schema_version=1.0), ErrorCode.WRONG_TYPE),
-        (event(schema_version=2), ErrorCode.UNSUPPORTED_VERSION),
+        (event(schema_version=3), ErrorCode.UNSUPPORTED_VERSION),
         (event(customer_id=""), ErrorCode.INVALID_ID),
         (event(transaction_id="a b"), ErrorCode.INVALID_ID),
         (event(merchant_id="m" * 65), ErrorCode.INVALID_ID),
         (event(amount=math.nan), ErrorCode.NON_FINITE_AMOUNT),
         (event(amount=math.inf), ErrorCode.NON_FINITE_AMOUNT),
-        (event(amount=-5), ErrorCode.NON_POSITIVE_AMOUNT),
-        (event(amount=0), ErrorCode.NON_POSITIVE_AMOUNT),
+        (event(amount=-5), ErrorCode.AMOUNT_SIGN),
+        ({k: v for k, v in event(amount=0, schema_version=1).items() if k != "kind"}, ErrorCode.NON_POSITIVE_AMOUNT),
+        (event(kind="refund", amount=5), ErrorCode.AMOUNT_SIGN),
+        (event(kind="gift"), ErrorCode.INVALID_KIND),
         (event(amount=1e12), ErrorCode.AMOUNT_TOO_LARGE),
         (event(currency="eur"), ErrorCode.INVALID_CURRENCY),
         (event(event_time="yesterday"), ErrorCode.INVALID_TIMESTAMP),
@@ -187,3 +189,20 @@ def test_real_ledgers_go_back_to_1970_and_a_later_floor_is_a_setting() -> None:
     assert parse_batch(batch, NOW, floor).column("error_code").to_pylist() == ["stale_timestamp"]
     with pytest.raises(SettingsError, match="streaming.earliest_event_time"):
         load_settings(streaming={"earliest_event_time": "1969-12-31"})
+
+
+def test_version_2_books_refunds_reversals_and_zero_amounts_and_version_1_still_holds() -> None:
+    refund = validate_bytes(encoded(event(kind="refund", amount=-12.5)), now=NOW)
+    assert isinstance(refund, Transaction) and (refund.kind, refund.amount) == ("refund", -12.5)
+    reversal = validate_bytes(encoded(event(kind="reversal", amount=0)), now=NOW)
+    assert isinstance(reversal, Transaction) and reversal.kind == "reversal"
+    free = validate_bytes(encoded(event(amount=0)), now=NOW)
+    assert isinstance(free, Transaction) and (free.kind, free.amount) == ("purchase", 0.0)
+    assert json.loads(encoded(refund.to_json()))["kind"] == "refund"
+
+    first = {k: v for k, v in event().items() if k != "kind"} | {"schema_version": 1}
+    old = validate_bytes(encoded(first), now=NOW)
+    assert isinstance(old, Transaction) and (old.schema_version, old.kind) == (1, "purchase")
+    assert "kind" not in old.to_json()  # written back as it came: a version 1 event
+    missing = validate_bytes(encoded({k: v for k, v in event().items() if k != "kind"}), now=NOW)
+    assert isinstance(missing, InvalidEvent) and missing.code == ErrorCode.MISSING_FIELD and "kind" in missing.message
