@@ -54,6 +54,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 
     from infra.spark import spark_session
     from streaming.backfill import EVENT_COLUMNS, rebuild_history
+    from streaming.schema import PURCHASE
     from streaming.simulator import make_population, simulate
 
     settings = training_settings(load_settings(
@@ -63,6 +64,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     spark = spark_session(settings, "activity-tests-offline-store")
     population = make_population(CUSTOMERS, START, DAYS, seed=21)
     events = pa.concat_tables(simulate(population))
+    events = events.append_column("kind", pa.array([PURCHASE] * events.num_rows))  # simulated events are purchases
     writer = FeatureWriter.open(settings)
     rebuild_history(spark.createDataFrame(events.select(list(EVENT_COLUMNS)).to_pandas()), writer)
     if owned:  # the spark store's retrievals must start the platform's session themselves
