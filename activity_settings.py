@@ -182,7 +182,7 @@ class ModelSettings(_Section):
 class TrainingSettings(_Section):
     """Labels, training sets, the models, the promotion gate and the retraining schedule."""
 
-    horizon_days: int = Field(default=30, ge=1, le=180, description="Window compared before and after as_of.")
+    horizon_days: int = Field(default=30, ge=1, le=365, description="Window compared before and after as_of.")
     decline_below: float = Field(
         default=-0.3, lt=0, description="log1p(next) - log1p(previous) at or below this: decline."
     )

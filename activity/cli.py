@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from activity.commands import monitor, platform, produce, schema, serve, stack, stream, topic, train
+from activity.commands import backtest, monitor, platform, produce, schema, serve, stack, stream, topic, train
 
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(stack.app, name="stack")
@@ -24,6 +24,7 @@ app.command("settings")(platform.show_settings)
 app.command("up")(platform.up)
 app.command("demo")(platform.demo)
 app.command("bench")(platform.bench)
+app.command("backtest")(backtest.backtest)
 
 if __name__ == "__main__":
     app()

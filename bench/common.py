@@ -59,7 +59,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def print_result(figures: dict[str, float | int | str | None]) -> None:
+def print_result(figures: dict[str, object]) -> None:
     """The benchmark's last line: one JSON object with the figures its issue names."""
     print(json.dumps(figures, sort_keys=False))
 

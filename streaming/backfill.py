@@ -60,22 +60,29 @@ def topic_events(spark: SparkSession, settings: Settings) -> DataFrame:
     return parsed.where(F.col("error_code").isNull()).select(*EVENT_COLUMNS)
 
 
-def rebuild_history(
-    events: DataFrame,
-    writer: FeatureWriter,
-    customers: list[str] | None = None,
-    progress: Callable[[int, int], None] = lambda done, total: None,
-) -> BackfillSummary:
-    """Deduplicate, aggregate and replay ``events`` day by day into fresh state rows."""
+def purchase_partials(events: DataFrame, customers: list[str] | None = None) -> pd.DataFrame:
+    """The day partials (``streaming.aggregate.daily_partials``) of ``events``' unique purchases, by day."""
     if customers is not None:
         events = events.where(F.col("customer_id").isin(customers))
     unique = events.dropDuplicates(["transaction_id"])
     if "kind" in unique.columns:  # the history counts purchases, as the stream's does
         unique = unique.where(F.col("kind") == PURCHASE)
     partials = daily_partials(unique).toPandas()
+    return partials.sort_values(["day", "customer_id"], kind="stable", ignore_index=True)
+
+
+def write_history(
+    partials: pd.DataFrame,
+    writer: FeatureWriter,
+    full: bool = True,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> BackfillSummary:
+    """Replay day partials day by day into fresh state rows, offline and online.
+
+    ``full``: the partials are every customer's, so the rows supersede earlier rebuilds.
+    """
     if partials.empty:
         return BackfillSummary(0, 0, 0, 0)
-    partials = partials.sort_values(["day", "customer_id"], kind="stable")
     history = ActivityHistory()
     created = pd.Timestamp.now(tz="UTC")
     days = partials["day"].unique()
@@ -87,11 +94,21 @@ def rebuild_history(
     offline = pd.concat(frames, ignore_index=True)
     name = f"backfill-{created:%Y%m%dT%H%M%S%f}"
     writer.write_offline(offline, name=name)
-    if customers is None:  # a full rebuild supersedes earlier full and partial rebuilds
+    if full:  # a full rebuild supersedes earlier full and partial rebuilds
         writer.remove_offline("backfill-", keep=name)
     writer.write_online(history.export(range(history.size), created=created))
     return BackfillSummary(events=int(partials["count"].sum()), customers=history.size, days=len(days),
                            offline_rows=len(offline))
+
+
+def rebuild_history(
+    events: DataFrame,
+    writer: FeatureWriter,
+    customers: list[str] | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> BackfillSummary:
+    """Deduplicate, aggregate and replay ``events`` day by day into fresh state rows."""
+    return write_history(purchase_partials(events, customers), writer, customers is None, progress)
 
 
 def run_backfill(settings: Settings, source: str = "archive", reconcile: bool = False,

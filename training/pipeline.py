@@ -33,7 +33,7 @@ from model_contract.artifacts import (
     REFERENCE_FEATURES,
     REFERENCE_STATISTICS,
 )
-from model_contract.evaluate import comparison_table, evaluate, markdown_table
+from model_contract.evaluate import Metrics, comparison_table, evaluate, markdown_table
 from model_contract.labels import CLASSES, SECONDS_PER_DAY, LabelPolicy, as_of_days
 from model_contract.onnx_runner import as_matrix
 from model_contract.reference import mean_importances, reference_statistics
@@ -148,6 +148,17 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
     return combine(forest, booster, as_matrix(validation), y_validation, params)
 
 
+def evaluate_all(fitted: FittedModels, baselines: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
+    """The ensemble, each of its members alone and every baseline, scored on the same test rows."""
+    x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
+    results = {"ensemble": evaluate(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test))}
+    for name, single in fitted.singles.items():
+        results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test))
+    for name, baseline in baselines.items():
+        results[name] = evaluate(y_test, baseline.predict_proba(test), baseline.predict(test))
+    return results
+
+
 @contextmanager
 def _timed(timings: dict[str, float], name: str, reporter: Reporter, detail: str = "") -> Iterator[None]:
     reporter.step(name, detail)
@@ -189,13 +200,8 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
             mlflow.set_tag(f"baseline_{name}_skipped", reason[:5_000])
     x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
     with _timed(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
-        ensemble = fitted.ensemble
-        probabilities = ensemble.predict_proba(x_test)
-        results = {"ensemble": evaluate(y_test, probabilities, ensemble.predict(x_test))}
-        for name, single in fitted.singles.items():
-            results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test))
-        for name, baseline in baselines.items():
-            results[name] = evaluate(y_test, baseline.predict_proba(test), baseline.predict(test))
+        probabilities = fitted.ensemble.predict_proba(x_test)
+        results = evaluate_all(fitted, baselines, test)
     metrics = {name: result.as_dict() for name, result in results.items()}
     with tempfile.TemporaryDirectory(prefix="activity-train-") as scratch:
         workdir = Path(scratch)
@@ -238,7 +244,7 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
         **{f"model_{k}": v for k, v in t.model.model_dump().items()},
         "decision_weights": json.dumps(np.round(fitted.ensemble.decision_weights, 4).tolist()),
         **{f"{name}_rows": len(data.part(name)) for name in ("train", "validation", "test")},
-        **{f"{name}_as_of": f"{_day(days.min())}..{_day(days.max())}" for name, days in
+        **{f"{name}_as_of": f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
            (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
     })
     flat = {}
@@ -257,7 +263,7 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
         mlflow.log_artifact(str(path), "plots")
     mlflow.log_text(model_card(
         model_name=settings.mlflow.registered_model,
-        split={name: (_day(getattr(data.split, name).min()), _day(getattr(data.split, name).max()),
+        split={name: (as_of_date(getattr(data.split, name).min()), as_of_date(getattr(data.split, name).max()),
                       len(data.part(name))) for name in ("train", "validation", "test")},
         policy=policy_of(settings), feature_names=list(FEATURE_NAMES), table=table,
         headline=results["ensemble"].as_dict(),
@@ -278,5 +284,6 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
     return log_model(fitted.ensemble, onnx_path, fallback_path, test.head(50), workdir / "model")
 
 
-def _day(epoch_day: Any) -> str:
+def as_of_date(epoch_day: Any) -> str:
+    """An epoch day as its ISO date."""
     return str(pd.Timestamp(int(epoch_day) * SECONDS_PER_DAY, unit="s").date())

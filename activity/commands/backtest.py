@@ -1,0 +1,72 @@
+"""`activity backtest`: a file of real transactions through the platform's code, the model against the classics."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Column, Table
+
+from activity.commands.common import USER_ERRORS, console, fail, settings
+from activity.commands.train import _TrainingProgress
+
+
+class Target(StrEnum):
+    change = "change"
+
+
+def backtest(
+    file: Annotated[Path, typer.Argument(help="CSV (or .tsv, .txt, .gz) or parquet file of transactions.")],
+    customer: Annotated[str, typer.Option("--customer", help="Column with the customer id.")] = "customer_id",
+    time: Annotated[str, typer.Option("--time", help="Column with the event time.")] = "event_time",
+    amount: Annotated[str, typer.Option("--amount", help="Column with the amount (negative: a refund).")] = "amount",
+    transaction: Annotated[str | None, typer.Option("--transaction", help="Column with a transaction id.")] = None,
+    target: Annotated[Target, typer.Option(help=(
+        "What is predicted: change = grow, hold or cut back over the horizon (model_contract.labels)."))]
+    = Target.change,
+    horizon_days: Annotated[int | None, typer.Option(help="The label horizon (default: training.horizon_days).")]
+    = None,
+    timezone: Annotated[str, typer.Option(help="Time zone of times without an offset.")] = "UTC",
+    time_format: Annotated[str | None, typer.Option(help=(
+        "strptime format of the time column; default: ISO 8601, YYYYMMDD and the common spellings."))] = None,
+    header: Annotated[bool, typer.Option(help=(
+        "The file's first row names its columns; with --no-header, name columns by position: --customer 1."))] = True,
+    work_dir: Annotated[Path | None, typer.Option(help=(
+        "Keep the scratch feature store here (default: a temporary directory, removed at the end)."))] = None,
+) -> None:
+    """Backtest on a file of real transactions: the contract, the backfill and the trainer on a time split; every
+    model and baseline side by side; an MLflow run; one JSON line of figures at the end."""
+    from streaming.publish import ColumnMapping, ReplayDefaults
+    from training.backtest import BacktestSource
+    from training.backtest import backtest as run_backtest
+
+    cfg = settings()
+    if horizon_days is not None and not 1 <= horizon_days <= 365:
+        raise fail(f"--horizon-days must be between 1 and 365, not {horizon_days}")
+    source = BacktestSource(file, ColumnMapping(customer, time, amount, transaction),
+                            ReplayDefaults(timezone=timezone, time_format=time_format, header=header))
+    reporter = _TrainingProgress()
+    try:
+        with reporter.progress:
+            report = run_backtest(cfg, source, target=target.value, horizon_days=horizon_days, work_dir=work_dir,
+                                  reporter=reporter)
+    except (*USER_ERRORS, FileNotFoundError) as exc:
+        raise fail(f"backtest failed: {exc}") from None
+    if report.rejected:
+        console.print("refused by the contract: " + ", ".join(f"{code} {n:,}" for code, n in
+                                                              sorted(report.rejected.items())))
+    for name, reason in report.skipped.items():
+        console.print(f"[yellow]{name} skipped[/yellow]: {reason}")
+    table = Table(Column("model", no_wrap=True), "ROC-AUC", "macro-F1", "PR-AUC", "log loss", "ECE",
+                  title=f"{report.target} over {report.horizon_days} days, test {report.windows['test']}: "
+                        f"{report.rows['test']:,} rows of {report.customers:,} customers")
+    for name, m in report.metrics.items():
+        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in
+                              ("roc_auc", "macro_f1", "pr_auc", "log_loss", "ece")),
+                      style="bold" if name == "ensemble" else None)
+    console.print(table)
+    console.print(f"[dim]MLflow run {report.run_id}[/dim]")
+    print(json.dumps(report.summary()), flush=True)

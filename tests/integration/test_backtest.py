@@ -1,0 +1,105 @@
+"""`activity backtest` on a file: the stream's validator, the backfill and the trainer on real Spark, Feast and MLflow.
+
+A simulated history is written as a CSV in the shape of a real ledger (its own column names, no
+transaction ids, a refund, two broken rows) and backtested at a 30-day horizon.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from activity_settings import Settings, load_settings
+from streaming.publish import ColumnMapping, encode_replayed, read_transactions_file
+from streaming.schema import InvalidEvent, validate_bytes
+from tests.integration.conftest import training_settings
+
+CUSTOMERS, START, DAYS = 500, date(2026, 1, 5), 150
+SUMMARY_KEYS = ("target", "horizon_days", "customers", "rows", "model_auc", "model_macro_f1", "bgnbd_auc",
+                "bgnbd_macro_f1", "best_baseline", "best_baseline_auc", "best_baseline_macro_f1")
+MAPPING = ColumnMapping(customer_id="client", event_time="when", amount="value")
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from streaming.simulator import make_population, simulate
+
+    events = pa.concat_tables(simulate(make_population(CUSTOMERS, START, DAYS, seed=11))).to_pandas()
+    frame = pd.DataFrame({"client": events["customer_id"],
+                          "when": events["event_time"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+                          "value": events["amount"].map("{:.2f}".format)})
+    extra = pd.DataFrame({"client": [frame["client"].iloc[0], "c-broken", "c-broken"],
+                          "when": [frame["when"].iloc[40], "not a time", frame["when"].iloc[50]],
+                          "value": ["-12.50", "3.00", "n/a"]})  # a refund; a bad time; a bad amount
+    path = tmp_path_factory.mktemp("ledger") / "ledger.csv"
+    pd.concat([frame, extra], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return training_settings(load_settings(data_dir=tmp_path_factory.mktemp("user-data"),
+                                           spark={"master": "local[2]", "driver_memory": "2g",
+                                                  "shuffle_partitions": 4}))
+
+
+def test_a_ledger_is_backtested_through_the_platforms_own_path(ledger: Path, settings: Settings,
+                                                               tmp_path: Path) -> None:
+    from model_contract import registry
+    from training.backtest import MODELS, BacktestSource, backtest
+
+    table = read_transactions_file(ledger, MAPPING, BacktestSource(ledger, MAPPING).defaults)
+    verdicts = [validate_bytes(value) for value in encode_replayed(table)]
+    expected_refused = Counter(v.code.value for v in verdicts if isinstance(v, InvalidEvent))
+    assert sum(expected_refused.values()) == 2
+
+    report = backtest(settings, BacktestSource(ledger, MAPPING), horizon_days=30, work_dir=tmp_path / "work")
+
+    assert report.records == table.num_rows
+    assert report.rejected == dict(expected_refused)
+    assert report.events == table.num_rows - 3  # the refund is valid but not a purchase
+    assert report.customers == pd.read_csv(ledger)["client"].nunique() - 1  # c-broken has no valid purchase
+    assert report.horizon_days == 30
+    assert set(report.metrics) == {*MODELS, "persistence", "recency_frequency", "bg_nbd"}
+    assert report.metrics["ensemble"]["roc_auc"] > 0.55  # learned something, on a small history
+    assert report.metrics["ensemble"]["rows"] == report.rows["test"] > 0
+    summary = report.summary()
+    assert tuple(summary) == SUMMARY_KEYS
+    assert summary["best_baseline"] in report.baselines
+    assert summary["best_baseline_auc"] == max(round(report.metrics[b]["roc_auc"], 4) for b in report.baselines)
+    json.dumps(summary, allow_nan=False)
+
+    client = registry.client(settings)  # the user's MLflow store, not the scratch directory's
+    run = client.get_run(report.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == f"{settings.mlflow.experiment}-backtest"
+    assert run.data.params["target"] == "change"
+    assert run.data.metrics["bg_nbd_roc_auc"] == pytest.approx(report.metrics["bg_nbd"]["roc_auc"])
+    artifacts = {a.path for a in client.list_artifacts(report.run_id, "evaluation")}
+    assert "evaluation/comparison.md" in artifacts
+    assert any(a.path == "plots/roc_curves.png" for a in client.list_artifacts(report.run_id, "plots"))
+    assert client.search_model_versions(f"name='{settings.mlflow.registered_model}'") == []  # nothing registered
+    assert (tmp_path / "work" / "feature_repo").exists() or any((tmp_path / "work").iterdir())
+    mlflow.end_run()
+
+
+def test_the_command_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from activity.cli import app
+
+    monkeypatch.setenv("ACTIVITY_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    missing = runner.invoke(app, ["backtest", str(tmp_path / "nothing.csv")])
+    assert missing.exit_code == 1
+    assert "nothing.csv: no such file" in missing.output
+    horizon = runner.invoke(app, ["backtest", str(tmp_path / "nothing.csv"), "--horizon-days", "0"])
+    assert horizon.exit_code == 1
+    assert "--horizon-days must be between 1 and 365" in horizon.output
+    unknown = runner.invoke(app, ["backtest", str(tmp_path / "x.csv"), "--target", "churn"])
+    assert unknown.exit_code == 2

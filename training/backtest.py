@@ -1,0 +1,228 @@
+"""`activity backtest`: a file of real transactions through the platform's own code, every model side by side.
+
+The file is read as `activity produce replay` reads it; every record is judged by the stream's own
+validator (``streaming.job.parse``); the valid ones are folded into activity states by the
+backfill's code (``streaming.backfill``) in a scratch feature store; then the trainer's own steps
+run on a time split: labels, point-in-time features from Feast, the ensemble, the baselines. Nothing
+is registered and no alias moves. The report scores the model, its members and every baseline on
+the same test window, and an MLflow run in the ``<mlflow.experiment>-backtest`` experiment keeps
+the figures, the comparison table and the plots.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from activity_settings import Settings
+from features.state import ENTITY_KEY
+from features.store import FeatureWriter
+from model_contract import registry
+from model_contract.evaluate import Metrics, comparison_table, markdown_table
+from model_contract.onnx_runner import as_matrix
+from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
+from training.baselines import fit_baselines
+from training.pipeline import Reporter, as_of_date, build_training_data, evaluate_all, fit_models, policy_of
+from training.plots import save_all
+
+TARGETS: Final = ("change",)  # the "will grow, hold or cut back" classes of model_contract.labels
+MODELS: Final = ("ensemble", "random_forest", "xgboost")  # the rest of a report's rows are baselines
+STEPS: Final = ("read", "validate", "backfill", "labels", "fit", "baselines", "evaluate", "log")
+_RAW_DDL: Final = "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY"
+
+
+@dataclass(frozen=True)
+class BacktestSource:
+    """Where the transactions are and how their columns map to the contract (as for `produce replay`)."""
+
+    path: Path
+    mapping: ColumnMapping
+    defaults: ReplayDefaults = ReplayDefaults()
+
+
+@dataclass
+class BacktestReport:
+    target: str
+    horizon_days: int
+    records: int  # read from the file
+    rejected: dict[str, int]  # error code -> records the contract refused
+    events: int  # unique purchases folded into the states
+    customers: int
+    rows: dict[str, int]  # labelled rows per split
+    windows: dict[str, str]  # as_of dates per split, "first..last"
+    metrics: dict[str, dict[str, float]]  # model or baseline -> Metrics.as_dict()
+    skipped: dict[str, str] = field(default_factory=dict)  # baseline -> why it could not be fitted
+    run_id: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def baselines(self) -> list[str]:
+        return [name for name in self.metrics if name not in MODELS]
+
+    def best_baseline(self) -> str:
+        """The baseline with the highest test ROC-AUC."""
+        return max(self.baselines, key=lambda name: _finite(self.metrics[name]["roc_auc"]))
+
+    def summary(self) -> dict[str, Any]:
+        """The one JSON line `activity backtest` ends with."""
+        best = self.best_baseline()
+        bgnbd = self.metrics.get("bg_nbd", {})
+        return {
+            "target": self.target, "horizon_days": self.horizon_days, "customers": self.customers,
+            "rows": sum(self.rows.values()),
+            "model_auc": _round(self.metrics["ensemble"]["roc_auc"]),
+            "model_macro_f1": _round(self.metrics["ensemble"]["macro_f1"]),
+            "bgnbd_auc": _round(bgnbd.get("roc_auc", math.nan)),
+            "bgnbd_macro_f1": _round(bgnbd.get("macro_f1", math.nan)),
+            "best_baseline": best,
+            "best_baseline_auc": _round(self.metrics[best]["roc_auc"]),
+            "best_baseline_macro_f1": _round(self.metrics[best]["macro_f1"]),
+        }
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
+
+
+def _round(value: float) -> float | None:
+    return round(float(value), 4) if math.isfinite(value) else None  # JSON has no NaN
+
+
+def backtest_settings(settings: Settings, work_dir: Path, horizon_days: int | None) -> Settings:
+    """The user's settings with the feature store in ``work_dir`` and the MLflow store left where it is."""
+    training = settings.training if horizon_days is None else settings.training.model_copy(
+        update={"horizon_days": horizon_days})
+    mlflow_settings = settings.mlflow.model_copy(update={
+        "tracking_uri": registry.tracking_uri(settings), "artifact_location": registry.artifact_location(settings)})
+    return settings.model_copy(update={"data_dir": work_dir, "training": training, "mlflow": mlflow_settings})
+
+
+def backtest(settings: Settings, source: BacktestSource, *, target: str = "change", horizon_days: int | None = None,
+             work_dir: Path | None = None, reporter: Reporter | None = None,
+             progress: Callable[[int, int], None] = lambda done, total: None) -> BacktestReport:
+    """Run the whole comparison; ``work_dir`` keeps the scratch feature store (default: a temporary one)."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: this version evaluates {', '.join(TARGETS)}")
+    reporter = reporter or Reporter()
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="activity-backtest-") as scratch:
+            return _backtest(backtest_settings(settings, Path(scratch), horizon_days), settings.mlflow.experiment,
+                             source, target, reporter, progress)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return _backtest(backtest_settings(settings, work_dir, horizon_days), settings.mlflow.experiment, source, target,
+                     reporter, progress)
+
+
+class _Steps:
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.timings: dict[str, float] = {}
+        self._name = ""
+        self._started = 0.0
+
+    def start(self, name: str, detail: str = "") -> None:
+        self._name, self._started = name, time.perf_counter()
+        self.reporter.step(name, detail)
+
+    def done(self, detail: str = "") -> None:
+        self.timings[self._name] = time.perf_counter() - self._started
+        self.reporter.done(self._name, detail or f"{self.timings[self._name]:.1f} s")
+
+
+def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: str, reporter: Reporter,
+              progress: Callable[[int, int], None]) -> BacktestReport:
+    from infra.spark import spark_session
+    from streaming.backfill import EVENT_COLUMNS, purchase_partials, write_history
+    from streaming.job import parse
+
+    steps = _Steps(reporter)
+    steps.start("read", str(source.path))
+    table = read_transactions_file(source.path, source.mapping, source.defaults)
+    steps.done(f"{table.num_rows:,} records")
+
+    steps.start("validate", "the stream's contract validator, on Spark")
+    spark = spark_session(cfg, "activity-backtest")
+    raw = pd.DataFrame({"topic": "backtest", "partition": 0, "offset": np.arange(table.num_rows, dtype=np.int64),
+                        "key": None, "value": encode_replayed(table)})
+    parsed = parse(spark.createDataFrame(raw, schema=_RAW_DDL), cfg.streaming.earliest_event_time).cache()
+    try:
+        rejected = Counter({row["error_code"]: int(row["count"]) for row in
+                            parsed.where("error_code IS NOT NULL").groupBy("error_code").count().collect()})
+        steps.done(f"{table.num_rows - sum(rejected.values()):,} valid, {sum(rejected.values()):,} refused")
+
+        steps.start("backfill", "daily partials folded into activity states (the backfill's code)")
+        partials = purchase_partials(parsed.where("error_code IS NULL").select(*EVENT_COLUMNS))
+    finally:
+        parsed.unpersist()
+    if partials.empty:
+        raise ValueError(f"{source.path}: no valid purchase to learn from ({dict(rejected) or 'the file is empty'})")
+    summary = write_history(partials, FeatureWriter.open(cfg), progress=progress)
+    daily = partials[[ENTITY_KEY, "day", "count"]].astype({"day": np.int64, "count": np.int64})
+    steps.done(f"{summary.events:,} purchases of {summary.customers:,} customers over {summary.days:,} days")
+
+    steps.start("labels", f"{target} over {cfg.training.horizon_days} days; point-in-time features from Feast")
+    data = build_training_data(cfg, daily=daily)
+    train, validation, test = data.part("train"), data.part("validation"), data.part("test")
+    rows = {"train": len(train), "validation": len(validation), "test": len(test)}
+    steps.done(f"{rows['train']:,} / {rows['validation']:,} / {rows['test']:,} rows")
+
+    steps.start("fit", f"RandomForest + XGBoost on {rows['train']:,} rows")
+    fitted = fit_models(cfg, data)
+    steps.done()
+    steps.start("baselines", "persistence, recency/frequency, BG/NBD")
+    baselines = fit_baselines(train, validation, daily, policy_of(cfg))
+    steps.done()
+    steps.start("evaluate", f"{rows['test']:,} test rows")
+    results = evaluate_all(fitted, baselines.fitted, test)
+    steps.done()
+
+    report = BacktestReport(
+        target=target, horizon_days=cfg.training.horizon_days, records=table.num_rows, rejected=dict(rejected),
+        events=summary.events, customers=summary.customers, rows=rows,
+        windows={name: f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
+                 (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
+        metrics={name: result.as_dict() for name, result in results.items()}, skipped=baselines.skipped,
+        timings=steps.timings)
+    steps.start("log", f"MLflow experiment {experiment}-backtest")
+    report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, test)
+    steps.done()
+    report.timings = steps.timings
+    return report
+
+
+def _log(cfg: Settings, experiment: str, source: BacktestSource, report: BacktestReport,
+         results: dict[str, Metrics], fitted: Any, test: pd.DataFrame) -> str:
+    with mlflow.start_run(experiment_id=registry.experiment_id(cfg, experiment),
+                          run_name=f"backtest-{source.path.stem}-{report.target}-{report.horizon_days}d") as run:
+        mlflow.log_params({
+            "file": str(source.path), "target": report.target, "horizon_days": report.horizon_days,
+            "records": report.records, "events": report.events, "customers": report.customers,
+            **{f"{name}_rows": n for name, n in report.rows.items()},
+            **{f"{name}_as_of": window for name, window in report.windows.items()},
+        })
+        mlflow.log_metrics({("" if name == "ensemble" else f"{name}_") + key: value
+                            for name, figures in report.metrics.items() for key, value in figures.items()
+                            if isinstance(value, float) and math.isfinite(value)})
+        mlflow.log_dict({"rejected": report.rejected, "skipped": report.skipped, "summary": report.summary()},
+                        "backtest.json")
+        table = comparison_table(results)
+        mlflow.log_text(markdown_table(table), "evaluation/comparison.md")
+        mlflow.log_text(table.to_csv(), "evaluation/comparison.csv")
+        x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
+        importances = {"random_forest": fitted.ensemble.forest.feature_importances_,
+                       "xgboost": fitted.ensemble.booster.feature_importances_}
+        with tempfile.TemporaryDirectory(prefix="activity-backtest-plots-") as plots:
+            for path in save_all(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),
+                                 importances, Path(plots)):
+                mlflow.log_artifact(str(path), "plots")
+        return run.info.run_id
