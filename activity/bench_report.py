@@ -58,6 +58,8 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("estimate", "Estimated (CBPE) against realized quality under known shifts", ("--quick",), samples=False),
     Benchmark("triton_protocol", "Triton over HTTP and gRPC, by rows per call", ("--requests", "300", "--rows", "2000"),
               samples=False),
+    Benchmark("backtest", "The model against the classic models on real ledgers and the simulator",
+              ("--datasets", "simulator", "--horizons", "30", "--customers", "800", "--days", "200"), samples=False),
 )}
 
 
@@ -304,6 +306,11 @@ def checks(name: str, figures: dict[str, Any], samples: dict[str, Any] | None = 
         out.append(Check("ensemble ROC-AUC / oracle's", f"{_fmt(share)} ({_fmt(auc)} / {_fmt(oracle)})", ">= 0.9",
                          _cmp(share, lambda v: v >= 0.9), ("ensemble_auc", "oracle_auc")))
         return out
+    if name == "backtest":
+        wins, total = f("model_wins"), f("runs_total")
+        return [Check("runs where the ensemble beats every baseline on ROC-AUC and macro-F1",
+                      f"{_fmt(wins)} of {_fmt(total)}", "all",
+                      None if wins is None or not total else wins == total, ("model_wins", "runs_total"))]
     if name == "estimate":
         error, days, realized, alarms = (f("estimated_auc_abs_error"), f("days_to_detect_estimated"),
                                          f("days_to_detect_realized"), f("false_alarms"))
@@ -433,8 +440,17 @@ def _section(r: BenchResult, quick: bool) -> list[str]:
     lines += ["| figure | measured | target | result |", "| --- | --- | --- | --- |"]
     lines += [f"| {c.label} | {c.measured} | {c.target} | {_verdict(c.met)} |" for c in found]
     lines += [f"| {FIGURE_LABELS.get(key, key)} | {_fmt(value)} | | |" for key, value in r.figures.items()
-              if key not in used]
+              if key not in used and not isinstance(value, list | dict)]
     lines.append("")
+    if r.name == "backtest" and isinstance(r.figures.get("runs"), list):
+        lines += ["| data set | target | horizon (days) | customers | ensemble ROC-AUC / macro-F1 | BG/NBD | "
+                  "best baseline | beats all |", "| --- | --- | ---: | ---: | --- | --- | --- | --- |"]
+        lines += [f"| {run.get('dataset')} | {run.get('target')} | {_fmt(run.get('horizon_days'))} | "
+                  f"{_fmt(run.get('customers'))} | {_fmt(run.get('model_auc'))} / {_fmt(run.get('model_macro_f1'))} | "
+                  f"{_fmt(run.get('bgnbd_auc'))} / {_fmt(run.get('bgnbd_macro_f1'))} | {run.get('best_baseline')} "
+                  f"{_fmt(run.get('best_baseline_auc'))} / {_fmt(run.get('best_baseline_macro_f1'))} | "
+                  f"{_verdict(run.get('model_beats_all'))} |" for run in r.figures["runs"] if isinstance(run, dict)]
+        lines.append("")
     unjudged = [c.label for c in found if c.met is None]
     if r.name == "train" and unjudged:
         lines += ["The training target is set for 1M rows; this run's largest size is smaller, so it is not judged.",

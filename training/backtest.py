@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,15 @@ from model_contract.evaluate import Metrics, comparison_table, markdown_table
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
 from training.baselines import fit_baselines
-from training.pipeline import Reporter, as_of_date, build_training_data, evaluate_all, fit_models, policy_of
+from training.pipeline import (
+    Reporter,
+    as_of_date,
+    build_training_data,
+    evaluate_all,
+    fit_models,
+    policy_of,
+    timed_step,
+)
 from training.plots import save_all
 
 TARGETS: Final = ("change",)  # the "will grow, hold or cut back" classes of model_contract.labels
@@ -123,68 +130,53 @@ def backtest(settings: Settings, source: BacktestSource, *, target: str = "chang
                      reporter, progress)
 
 
-class _Steps:
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-        self.timings: dict[str, float] = {}
-        self._name = ""
-        self._started = 0.0
-
-    def start(self, name: str, detail: str = "") -> None:
-        self._name, self._started = name, time.perf_counter()
-        self.reporter.step(name, detail)
-
-    def done(self, detail: str = "") -> None:
-        self.timings[self._name] = time.perf_counter() - self._started
-        self.reporter.done(self._name, detail or f"{self.timings[self._name]:.1f} s")
-
-
 def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: str, reporter: Reporter,
               progress: Callable[[int, int], None]) -> BacktestReport:
     from infra.spark import spark_session
     from streaming.backfill import EVENT_COLUMNS, purchase_partials, write_history
     from streaming.job import parse
 
-    steps = _Steps(reporter)
-    steps.start("read", str(source.path))
-    table = read_transactions_file(source.path, source.mapping, source.defaults)
-    steps.done(f"{table.num_rows:,} records")
+    timings: dict[str, float] = {}
+    with timed_step(timings, "read", reporter, str(source.path)) as step:
+        table = read_transactions_file(source.path, source.mapping, source.defaults)
+        step.result = f"{table.num_rows:,} records"
 
-    steps.start("validate", "the stream's contract validator, on Spark")
-    spark = spark_session(cfg, "activity-backtest")
-    raw = pd.DataFrame({"topic": "backtest", "partition": 0, "offset": np.arange(table.num_rows, dtype=np.int64),
-                        "key": None, "value": encode_replayed(table)})
-    parsed = parse(spark.createDataFrame(raw, schema=_RAW_DDL), cfg.streaming.earliest_event_time).cache()
-    try:
+    with timed_step(timings, "validate", reporter, "the stream's contract validator, on Spark") as step:
+        spark = spark_session(cfg, "activity-backtest")
+        raw = pd.DataFrame({"topic": "backtest", "partition": 0,
+                            "offset": np.arange(table.num_rows, dtype=np.int64),
+                            "key": None, "value": encode_replayed(table)})
+        parsed = parse(spark.createDataFrame(raw, schema=_RAW_DDL), cfg.streaming.earliest_event_time).cache()
         rejected = Counter({row["error_code"]: int(row["count"]) for row in
                             parsed.where("error_code IS NOT NULL").groupBy("error_code").count().collect()})
-        steps.done(f"{table.num_rows - sum(rejected.values()):,} valid, {sum(rejected.values()):,} refused")
+        step.result = f"{table.num_rows - sum(rejected.values()):,} valid, {sum(rejected.values()):,} refused"
 
-        steps.start("backfill", "daily partials folded into activity states (the backfill's code)")
-        partials = purchase_partials(parsed.where("error_code IS NULL").select(*EVENT_COLUMNS))
-    finally:
-        parsed.unpersist()
-    if partials.empty:
-        raise ValueError(f"{source.path}: no valid purchase to learn from ({dict(rejected) or 'the file is empty'})")
-    summary = write_history(partials, FeatureWriter.open(cfg), progress=progress)
-    daily = partials[[ENTITY_KEY, "day", "count"]].astype({"day": np.int64, "count": np.int64})
-    steps.done(f"{summary.events:,} purchases of {summary.customers:,} customers over {summary.days:,} days")
+    with timed_step(timings, "backfill", reporter,
+                    "daily partials folded into activity states (the backfill's code)") as step:
+        try:
+            partials = purchase_partials(parsed.where("error_code IS NULL").select(*EVENT_COLUMNS))
+        finally:
+            parsed.unpersist()
+        if partials.empty:
+            raise ValueError(f"{source.path}: no valid purchase to learn from "
+                             f"({dict(rejected) or 'the file is empty'})")
+        summary = write_history(partials, FeatureWriter.open(cfg), progress=progress)
+        daily = partials[[ENTITY_KEY, "day", "count"]].astype({"day": np.int64, "count": np.int64})
+        step.result = f"{summary.events:,} purchases of {summary.customers:,} customers over {summary.days:,} days"
 
-    steps.start("labels", f"{target} over {cfg.training.horizon_days} days; point-in-time features from Feast")
-    data = build_training_data(cfg, daily=daily)
-    train, validation, test = data.part("train"), data.part("validation"), data.part("test")
-    rows = {"train": len(train), "validation": len(validation), "test": len(test)}
-    steps.done(f"{rows['train']:,} / {rows['validation']:,} / {rows['test']:,} rows")
+    with timed_step(timings, "labels", reporter,
+                    f"{target} over {cfg.training.horizon_days} days; point-in-time features from Feast") as step:
+        data = build_training_data(cfg, daily=daily)
+        train, validation, test = data.part("train"), data.part("validation"), data.part("test")
+        rows = {"train": len(train), "validation": len(validation), "test": len(test)}
+        step.result = f"{rows['train']:,} / {rows['validation']:,} / {rows['test']:,} rows"
 
-    steps.start("fit", f"RandomForest + XGBoost on {rows['train']:,} rows")
-    fitted = fit_models(cfg, data)
-    steps.done()
-    steps.start("baselines", "persistence, recency/frequency, BG/NBD")
-    baselines = fit_baselines(train, validation, daily, policy_of(cfg))
-    steps.done()
-    steps.start("evaluate", f"{rows['test']:,} test rows")
-    results = evaluate_all(fitted, baselines.fitted, test)
-    steps.done()
+    with timed_step(timings, "fit", reporter, f"RandomForest + XGBoost on {rows['train']:,} rows"):
+        fitted = fit_models(cfg, data)
+    with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
+        baselines = fit_baselines(train, validation, daily, policy_of(cfg))
+    with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
+        results = evaluate_all(fitted, baselines.fitted, test)
 
     report = BacktestReport(
         target=target, horizon_days=cfg.training.horizon_days, records=table.num_rows, rejected=dict(rejected),
@@ -192,11 +184,9 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
         windows={name: f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
                  (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
         metrics={name: result.as_dict() for name, result in results.items()}, skipped=baselines.skipped,
-        timings=steps.timings)
-    steps.start("log", f"MLflow experiment {experiment}-backtest")
-    report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, test)
-    steps.done()
-    report.timings = steps.timings
+        timings=timings)
+    with timed_step(timings, "log", reporter, f"MLflow experiment {experiment}-backtest"):
+        report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, test)
     return report
 
 

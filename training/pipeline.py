@@ -64,7 +64,7 @@ class Reporter:
 
 @dataclass
 class TrainingData:
-    frame: pd.DataFrame  # entity rows + labels + the 28 features
+    frame: pd.DataFrame  # entity rows + labels + FEATURE_NAMES
     split: TimeSplit
     daily: pd.DataFrame  # customer_id, day, count (what the labels were computed from)
     build_s: float = 0.0
@@ -159,13 +159,22 @@ def evaluate_all(fitted: FittedModels, baselines: dict[str, Any], test: pd.DataF
     return results
 
 
+@dataclass
+class Step:
+    """What a timed step reports when it ends: its own result line, or its duration."""
+
+    result: str = ""
+
+
 @contextmanager
-def _timed(timings: dict[str, float], name: str, reporter: Reporter, detail: str = "") -> Iterator[None]:
+def timed_step(timings: dict[str, float], name: str, reporter: Reporter, detail: str = "") -> Iterator[Step]:
+    """Announce a step, time it into ``timings[name]`` and report it done (with ``step.result`` if set)."""
     reporter.step(name, detail)
     started = time.perf_counter()
-    yield
+    step = Step()
+    yield step
     timings[name] = time.perf_counter() - started
-    reporter.done(name, f"{timings[name]:.1f} s")
+    reporter.done(name, step.result or f"{timings[name]:.1f} s")
 
 
 def train(settings: Settings, reporter: Reporter | None = None, data: TrainingData | None = None) -> TrainingOutcome:
@@ -185,34 +194,34 @@ def train(settings: Settings, reporter: Reporter | None = None, data: TrainingDa
 def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, timings: dict[str, float],
            run_id: str) -> TrainingOutcome:
     if data is None:
-        with _timed(timings, "labels", reporter, "labels from the archive, features from Feast"):
+        with timed_step(timings, "labels", reporter, "labels from the archive, features from Feast"):
             data = build_training_data(settings)
     timings["features"] = data.retrieval_s
     train_rows, validation, test = data.part("train"), data.part("validation"), data.part("test")
     rows = {"train": len(train_rows), "validation": len(validation), "test": len(test)}
     backend = settings.training.backend
-    with _timed(timings, "fit", reporter, f"RandomForest + XGBoost on {rows['train']:,} rows ({backend})"):
+    with timed_step(timings, "fit", reporter, f"RandomForest + XGBoost on {rows['train']:,} rows ({backend})"):
         fitted = fit_models(settings, data)
-    with _timed(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
+    with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
         fitted_baselines = fit_baselines(train_rows, validation, data.daily, policy_of(settings))
         baselines = fitted_baselines.fitted
         for name, reason in fitted_baselines.skipped.items():
             mlflow.set_tag(f"baseline_{name}_skipped", reason[:5_000])
     x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
-    with _timed(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
+    with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
         probabilities = fitted.ensemble.predict_proba(x_test)
         results = evaluate_all(fitted, baselines, test)
     metrics = {name: result.as_dict() for name, result in results.items()}
     with tempfile.TemporaryDirectory(prefix="activity-train-") as scratch:
         workdir = Path(scratch)
-        with _timed(timings, "log", reporter, "parameters, metrics, plots, model card, ONNX, reference sample"):
+        with timed_step(timings, "log", reporter, "parameters, metrics, plots, model card, ONNX, reference sample"):
             info = _log_run(settings, data, fitted, results, probabilities, y_test, workdir)
             version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model)
             if settings.serving.model_server == "triton":
                 from model_contract.triton_repository import write_version
 
                 write_version(settings, str(version.version), workdir / ONNX_FILE)
-        with _timed(timings, "gate", reporter, "against the guards and the current champion"):
+        with timed_step(timings, "gate", reporter, "against the guards and the current champion"):
             champion = registry.load_by_alias(settings, CHAMPION, workdir / "champion")
             champion_metrics = None
             if champion is not None:

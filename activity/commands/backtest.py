@@ -10,7 +10,19 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from activity.commands.common import USER_ERRORS, console, fail, settings
+from activity.commands.common import (
+    USER_ERRORS,
+    AmountColumn,
+    CustomerColumn,
+    HeaderOption,
+    TimeColumn,
+    TimeFormatOption,
+    TimezoneOption,
+    TransactionColumn,
+    console,
+    fail,
+    settings,
+)
 from activity.commands.train import _TrainingProgress
 
 
@@ -20,20 +32,18 @@ class Target(StrEnum):
 
 def backtest(
     file: Annotated[Path, typer.Argument(help="CSV (or .tsv, .txt, .gz) or parquet file of transactions.")],
-    customer: Annotated[str, typer.Option("--customer", help="Column with the customer id.")] = "customer_id",
-    time: Annotated[str, typer.Option("--time", help="Column with the event time.")] = "event_time",
-    amount: Annotated[str, typer.Option("--amount", help="Column with the amount (negative: a refund).")] = "amount",
-    transaction: Annotated[str | None, typer.Option("--transaction", help="Column with a transaction id.")] = None,
+    customer: CustomerColumn = "customer_id",
+    time: TimeColumn = "event_time",
+    amount: AmountColumn = "amount",
+    transaction: TransactionColumn = None,
     target: Annotated[Target, typer.Option(help=(
         "What is predicted: change = grow, hold or cut back over the horizon (model_contract.labels)."))]
     = Target.change,
     horizon_days: Annotated[int | None, typer.Option(help="The label horizon (default: training.horizon_days).")]
     = None,
-    timezone: Annotated[str, typer.Option(help="Time zone of times without an offset.")] = "UTC",
-    time_format: Annotated[str | None, typer.Option(help=(
-        "strptime format of the time column; default: ISO 8601, YYYYMMDD and the common spellings."))] = None,
-    header: Annotated[bool, typer.Option(help=(
-        "The file's first row names its columns; with --no-header, name columns by position: --customer 1."))] = True,
+    timezone: TimezoneOption = "UTC",
+    time_format: TimeFormatOption = None,
+    header: HeaderOption = True,
     work_dir: Annotated[Path | None, typer.Option(help=(
         "Keep the scratch feature store here (default: a temporary directory, removed at the end)."))] = None,
 ) -> None:

@@ -8,6 +8,7 @@ traceback; a bad setting exits with code 2.
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 from confluent_kafka import KafkaException
@@ -28,6 +29,19 @@ class UserError(ActivityError):
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (ActivityError, KafkaException, KeyError, ValueError)
+
+
+# The columns of a file of real transactions, as `produce replay` and `backtest` read it.
+CustomerColumn = Annotated[str, typer.Option("--customer", help="Column with the customer id.")]
+TimeColumn = Annotated[str, typer.Option("--time", help="Column with the event time.")]
+AmountColumn = Annotated[str, typer.Option("--amount", help="Column with the amount (negative: a refund).")]
+TransactionColumn = Annotated[str | None, typer.Option("--transaction", help="Column with a transaction id.")]
+TimezoneOption = Annotated[str, typer.Option("--timezone", help="Time zone of times without an offset.")]
+TimeFormatOption = Annotated[str | None, typer.Option("--time-format", help=(
+    "strptime format of the time column, e.g. %d.%m.%Y; default: ISO 8601, YYYYMMDD and the common "
+    "spellings are recognized."))]
+HeaderOption = Annotated[bool, typer.Option("--header/--no-header", help=(
+    "The file's first row names its columns; with --no-header, name columns by position: --customer 1."))]
 
 
 def settings() -> Settings:

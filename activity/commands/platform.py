@@ -79,7 +79,8 @@ def demo(
 
 def bench(
     only: Annotated[str | None, typer.Option(
-        help="Comma-separated benchmarks to run: produce, ingest, model_quality, train, serve (default: all).")] = None,
+        help=("Comma-separated benchmarks to run: produce, ingest, model_quality, train, serve, estimate, "
+              "triton_protocol, backtest (default: all)."))] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help="Small sizes: a smoke run in minutes, labelled as such in the report.")] = False,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: <data_dir>/bench/<UTC time>).")] = None,

@@ -14,6 +14,13 @@ from rich.table import Table
 
 from activity.commands.common import (
     USER_ERRORS,
+    AmountColumn,
+    CustomerColumn,
+    HeaderOption,
+    TimeColumn,
+    TimeFormatOption,
+    TimezoneOption,
+    TransactionColumn,
     UserError,
     console,
     fail,
@@ -79,21 +86,18 @@ def _publish_simulation(cfg: Settings, population, first_day: int, rate: float |
 @app.command("replay")
 def produce_replay(
     file: Annotated[Path, typer.Argument(help="CSV or parquet file of transactions.")],
-    customer: Annotated[str, typer.Option("--customer", help="Column with the customer id.")] = "customer_id",
-    time: Annotated[str, typer.Option("--time", help="Column with the event time.")] = "event_time",
-    amount: Annotated[str, typer.Option("--amount", help="Column with the amount.")] = "amount",
-    transaction: Annotated[str | None, typer.Option("--transaction", help="Column with a transaction id.")] = None,
+    customer: CustomerColumn = "customer_id",
+    time: TimeColumn = "event_time",
+    amount: AmountColumn = "amount",
+    transaction: TransactionColumn = None,
     currency: Annotated[str | None, typer.Option(help="Column with the currency.")] = None,
     merchant: Annotated[str | None, typer.Option(help="Column with the merchant id.")] = None,
     category: Annotated[str | None, typer.Option(help="Column with the merchant category.")] = None,
     channel: Annotated[str | None, typer.Option(help="Column with the channel.")] = None,
     default_currency: Annotated[str, typer.Option(help="Currency when no column is mapped.")] = "EUR",
-    timezone: Annotated[str, typer.Option(help="Time zone of times without an offset.")] = "UTC",
-    time_format: Annotated[str | None, typer.Option(help=(
-        "strptime format of the time column, e.g. %d.%m.%Y; default: ISO 8601, YYYYMMDD and the common "
-        "spellings are recognized."))] = None,
-    header: Annotated[bool, typer.Option(help=(
-        "The file's first row names its columns; with --no-header, name columns by position: --customer 1."))] = True,
+    timezone: TimezoneOption = "UTC",
+    time_format: TimeFormatOption = None,
+    header: HeaderOption = True,
     speedup: Annotated[float | None, typer.Option(help="Event time runs this many times faster.")] = None,
     rate: Annotated[float | None, typer.Option(help="Cap in events/s.")] = None,
 ) -> None:

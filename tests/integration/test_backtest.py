@@ -53,8 +53,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def test_a_ledger_is_backtested_through_the_platforms_own_path(ledger: Path, settings: Settings,
                                                                tmp_path: Path) -> None:
+    from features.state import ENTITY_KEY
+    from features.store import FeatureWriter
     from model_contract import registry
-    from training.backtest import MODELS, BacktestSource, backtest
+    from training.backtest import MODELS, BacktestSource, backtest, backtest_settings
 
     table = read_transactions_file(ledger, MAPPING, BacktestSource(ledger, MAPPING).defaults)
     verdicts = [validate_bytes(value) for value in encode_replayed(table)]
@@ -86,7 +88,13 @@ def test_a_ledger_is_backtested_through_the_platforms_own_path(ledger: Path, set
     assert "evaluation/comparison.md" in artifacts
     assert any(a.path == "plots/roc_curves.png" for a in client.list_artifacts(report.run_id, "plots"))
     assert client.search_model_versions(f"name='{settings.mlflow.registered_model}'") == []  # nothing registered
-    assert (tmp_path / "work" / "feature_repo").exists() or any((tmp_path / "work").iterdir())
+    # the scratch store holds the backfilled states of exactly the valid customers, and the user's store nothing
+    offline = FeatureWriter.open(backtest_settings(settings, tmp_path / "work", 30)).offline_dir
+    rows = pd.read_parquet(list(offline.glob("*.parquet")), columns=[ENTITY_KEY])
+    assert rows[ENTITY_KEY].nunique() == report.customers
+    assert "c-broken" not in set(rows[ENTITY_KEY])
+    assert not list(FeatureWriter.open(settings).offline_dir.glob("*.parquet")) or \
+        pd.read_parquet(FeatureWriter.open(settings).offline_dir).empty
     mlflow.end_run()
 
 

@@ -25,6 +25,15 @@ FIGURES = {
     "model_quality": {"ensemble_auc": 0.80, "ensemble_macro_f1": 0.50, "oracle_auc": 0.85, "best_baseline_auc": 0.70,
                       "best_baseline_macro_f1": 0.55, "best_single_auc": 0.79, "best_single_macro_f1": 0.49},
     "train": {"rows": 1_000_015, "build_s": 100.0, "fit_s": 150.0, "total_s": 250.0},
+    "backtest": {"runs": [
+        {"dataset": "cdnow", "target": "change", "horizon_days": 90, "customers": 23_570, "rows": 117_510,
+         "model_auc": 0.82, "model_macro_f1": 0.65, "bgnbd_auc": 0.856, "bgnbd_macro_f1": 0.668,
+         "best_baseline": "bg_nbd", "best_baseline_auc": 0.856, "best_baseline_macro_f1": 0.668,
+         "model_beats_all": False},
+        {"dataset": "simulator", "target": "change", "horizon_days": 90, "customers": 5_000, "rows": 40_000,
+         "model_auc": 0.74, "model_macro_f1": 0.54, "bgnbd_auc": 0.72, "bgnbd_macro_f1": 0.53,
+         "best_baseline": "bg_nbd", "best_baseline_auc": 0.72, "best_baseline_macro_f1": 0.53,
+         "model_beats_all": True}], "model_wins": 1, "runs_total": 2},
 }
 
 SAMPLES = {
@@ -92,6 +101,8 @@ def test_targets_are_judged_from_the_figures() -> None:
     assert list(verdicts["model_quality"].values()) == [True, False, True, True, True]  # F1 below BG/NBD's
     assert list(verdicts["train"].values()) == [True]
     assert list(verdicts["produce"].values()) == [True]
+    assert list(verdicts["backtest"].values()) == [False]  # 1 of 2 runs
+    assert checks("backtest", {"runs": [], "model_wins": 0, "runs_total": 0})[0].met is None
 
 
 def test_targets_not_measurable_are_neither_met_nor_missed() -> None:
@@ -146,6 +157,18 @@ def test_report_marks_targets_and_reports_a_failed_benchmark(tmp_path: Path) -> 
         assert path.is_file() and path.stat().st_size > 5_000, plot
         assert path.read_bytes().startswith(b"\x89PNG")
         assert f"![{plot}]({plot}.png)" in markdown
+
+
+def test_backtest_runs_are_a_table_of_their_own(tmp_path: Path) -> None:
+    markdown = write_report([canned(tmp_path, "backtest")], tmp_path, quick=False,
+                            started=datetime.now(UTC)).read_text()
+    backtest = section(markdown, "backtest")
+    assert row(backtest, "runs where the ensemble beats every baseline on ROC-AUC and macro-F1")[1:] == [
+        "1 of 2", "all", "**missed**"]
+    assert row(backtest, "cdnow")[1:] == ["change", "90", "23,570", "0.82 / 0.65", "0.856 / 0.668",
+                                          "bg_nbd 0.856 / 0.668", "**missed**"]
+    assert row(backtest, "simulator")[-1] == "met"
+    assert "{'dataset'" not in backtest  # the list is not dumped into a figure cell
 
 
 def test_report_without_samples_still_plots_the_figures(tmp_path: Path) -> None:
