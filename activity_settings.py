@@ -317,8 +317,8 @@ class MonitoringSettings(_Section):
     estimate_min_rows: int = Field(default=100, ge=10, description="Fewest answers a group needs to be estimated.")
     estimate_schedule: str = Field(default="15 * * * *", description="Cron of the estimate job (UTC).")
     time_driven_features: tuple[str, ...] = Field(
-        default=("tenure_days",), description="Features that grow with time by construction: reported apart, "
-                                              "never counted in the drifted share.")
+        default=("tenure_days", "lifetime_tx_count", "purchase_span_days"),
+        description="Features that grow with time by construction: reported apart, never counted in the drifted share.")
     calibration_window_days: int = Field(
         default=28, ge=1, description="As_of days of matured answers the monitor's calibration map is refit on.")
     calibration_min_rows: int = Field(default=500, ge=50, description="Fewest matured answers a refit accepts.")

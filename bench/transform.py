@@ -48,7 +48,7 @@ SIZES = (1, 10, 100, 1_000, 100_000)
 TOLERANCE = 1e-12
 EXACT = (  # integer-valued, or a selection from the inputs: no rounding allowed
     *(f"tx_count_{w}d" for w in WINDOWS), "active_days_30d", "active_days_90d", "distinct_categories_90d",
-    "tenure_days", "max_ticket_90d", "days_since_last_tx",
+    "tenure_days", "max_ticket_90d", "days_since_last_tx", "lifetime_tx_count", "purchase_span_days",
 )
 
 
@@ -112,6 +112,18 @@ def reference_window_features(states: np.ndarray, as_of_s: Sequence[float] | np.
     features["active_days_30d"] = ((count > 0) & w30).sum(axis=1)
     features["active_days_90d"] = ((count > 0) & w90).sum(axis=1)
     features["tenure_days"] = np.where(seen, np.clip(as_of_day - states["first_day"], 0, None), 0)
+    # The lifetime summaries (added with them: no earlier implementation), written out plainly.
+    count = np.where(seen, states["total_count"], 0).astype(np.float64)
+    span = np.where(seen, np.clip(states["end_day"] - states["first_day"], 0, None), 0).astype(np.float64)
+    gap = np.zeros_like(span)
+    np.divide(span, count - 1, out=gap, where=count > 1)
+    ratio = np.zeros_like(span)
+    np.divide(features["days_since_last_tx"], gap, out=ratio, where=gap > 0)
+    features["lifetime_tx_count"] = count
+    features["lifetime_tx_per_30d"] = count * 30 / np.maximum(features["tenure_days"], 1)
+    features["purchase_span_days"] = span
+    features["mean_days_between_tx"] = gap
+    features["recency_over_mean_gap"] = ratio
     return {name: np.asarray(features[name], dtype=np.float64) for name in FEATURE_NAMES}
 
 

@@ -53,6 +53,11 @@ FEATURE_NAMES: Final = (
     "active_days_30d",
     "active_days_90d",
     "tenure_days",
+    "lifetime_tx_count",
+    "lifetime_tx_per_30d",
+    "purchase_span_days",
+    "mean_days_between_tx",
+    "recency_over_mean_gap",
 )
 COLD_START: Final = {name: 0.0 for name in FEATURE_NAMES} | {"days_since_last_tx": MAX_DAYS_SINCE}
 
@@ -118,6 +123,9 @@ _TREND_ROWS, _TREND_COLUMNS = _positions(list(_TRENDS)), np.array(list(_TRENDS.v
 _COUNT_90D: Final = _sum_at("count", "90d")
 _DAYS_SINCE, _MAX_TICKET, _MERCHANTS, _CATEGORIES, _TENURE = (FEATURE_NAMES.index(name) for name in (
     "days_since_last_tx", "max_ticket_90d", "distinct_merchants_90d", "distinct_categories_90d", "tenure_days"))
+_LIFETIME_COUNT, _LIFETIME_RATE, _SPAN, _MEAN_GAP, _RECENCY_RATIO = (FEATURE_NAMES.index(name) for name in (
+    "lifetime_tx_count", "lifetime_tx_per_30d", "purchase_span_days", "mean_days_between_tx",
+    "recency_over_mean_gap"))
 
 
 def _linear_count(bits_set: np.ndarray) -> np.ndarray:
@@ -172,7 +180,16 @@ def _block_features(states: np.ndarray, as_of: np.ndarray, out: np.ndarray) -> N
     out[_CATEGORIES] = (category_age.view(np.uint64) < 90).sum(axis=1)  # 0 <= age < 90: negative ages wrap
     since = np.maximum((as_of - states["last_event_s"]) / SECONDS_PER_DAY, 0.0)
     out[_DAYS_SINCE] = np.where(seen, np.fmin(since, MAX_DAYS_SINCE), MAX_DAYS_SINCE)  # fmin: no event (NaN) -> cap
-    out[_TENURE] = np.where(seen, np.maximum(as_of_day - states["first_day"], 0), 0)
+    tenure = np.where(seen, np.maximum(as_of_day - states["first_day"], 0), 0)
+    out[_TENURE] = tenure
+    count = np.where(seen, states["total_count"], 0).astype(np.float64)
+    out[_LIFETIME_COUNT] = count
+    out[_LIFETIME_RATE] = count * 30.0 / np.maximum(tenure, 1)
+    span = np.where(seen, np.maximum(end_day - states["first_day"], 0), 0).astype(np.float64)
+    out[_SPAN] = span
+    mean_gap = np.where(count > 1, span / np.maximum(count - 1, 1), 0.0)
+    out[_MEAN_GAP] = mean_gap
+    out[_RECENCY_RATIO] = np.where(mean_gap > 0, out[_DAYS_SINCE] / np.maximum(mean_gap, 1e-9), 0.0)
 
 
 def features_frame(state_values: Sequence[bytes | None], as_of_s: Sequence[float] | np.ndarray) -> pd.DataFrame:

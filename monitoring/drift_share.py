@@ -1,7 +1,8 @@
 """Which drift counts: features that grow with time apart, the rest weighted by what the model uses.
 
 Some features drift by construction: ``tenure_days`` grows by one every day for every customer,
-so a population compared with its own past always "drifts" in it, whatever happens. Those
+and a customer's lifetime count and purchase span only ever grow, so a population compared with
+its own past always "drifts" in them, whatever happens. Those
 (``monitoring.time_driven_features``) are reported apart and never counted in the drifted share.
 The share is computed over the features the model uses (a non-zero importance) twice: as a
 plain share of features, and weighted by the champion's importances (the mean of its members'
@@ -15,7 +16,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-TIME_DRIVEN = ("tenure_days",)
+TIME_DRIVEN = ("tenure_days", "lifetime_tx_count", "purchase_span_days")
 
 
 @dataclass(frozen=True)

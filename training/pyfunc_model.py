@@ -1,4 +1,4 @@
-"""The registered model's pyfunc, logged from code: class probabilities from the 28 features.
+"""The registered model's pyfunc, logged from code: class probabilities from the model's features.
 
 MLflow runs this file when it loads a version (``mlflow.pyfunc.load_model``), so the model is
 found by its import path rather than unpickled from a cloudpickle of the trainer's objects.
@@ -19,7 +19,7 @@ from model_contract.labels import CLASSES
 
 
 class ActivityModel(PythonModel):
-    """Class probabilities (columns decline, stable, growth) from the 28 features."""
+    """Class probabilities (columns decline, stable, growth) from ``FEATURE_NAMES``."""
 
     def load_context(self, context: Any) -> None:
         self.ensemble = joblib.load(context.artifacts["ensemble"])

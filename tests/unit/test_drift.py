@@ -15,6 +15,7 @@ from features.transform import FEATURE_NAMES
 from model_contract.reference import bin_edges, bin_shares, psi, reference_statistics
 from monitoring.alerts import Alert, notify, payload
 from monitoring.drift import DriftFigures, compare, drift_alerts, should_retrain
+from monitoring.drift_share import TIME_DRIVEN
 from training.reference import reference_entities
 
 SHIFTED = list(FEATURE_NAMES[:10])
@@ -49,8 +50,8 @@ def test_a_sample_of_the_same_population_does_not_drift(reference: pd.DataFrame)
 def test_shifted_features_are_the_drifted_ones_and_the_dataset_drifts(reference: pd.DataFrame) -> None:
     figures = _compare(reference, population(3_000, seed=2, shift=0.5))
     assert figures.drifted == SHIFTED
-    assert figures.share == pytest.approx(len(SHIFTED) / (len(FEATURE_NAMES) - 1))  # tenure_days apart
-    assert figures.time_driven == {"tenure_days": False}
+    assert figures.share == pytest.approx(len(SHIFTED) / (len(FEATURE_NAMES) - len(TIME_DRIVEN)))  # those apart
+    assert figures.time_driven == dict.fromkeys(TIME_DRIVEN, False)
     assert figures.detected and figures.prediction_detected
     assert all(figures.psi[name] > 0.1 for name in SHIFTED)
     assert all(figures.psi[name] < 0.05 for name in FEATURE_NAMES if name not in SHIFTED)
@@ -62,7 +63,7 @@ def test_an_ageing_population_drifts_in_tenure_alone_and_that_is_not_counted(ref
     score = lambda frame: np.tanh(frame["tx_count_7d"].to_numpy() - 2)  # noqa: E731 - a stand-in model
     figures = compare(reference, aged, score(reference), score(aged), reference_statistics(reference), 0.3,
                       importances=importances)
-    assert figures.time_driven == {"tenure_days": True}
+    assert figures.time_driven == {"tenure_days": True, "lifetime_tx_count": False, "purchase_span_days": False}
     assert figures.drifted == [] and figures.share == 0 and figures.weighted_share == 0 and not figures.detected
     alerts = drift_alerts(_compare(reference, population(3_000, seed=2, shift=0.5).assign(
         tenure_days=lambda f: f["tenure_days"] + 60)), MonitoringSettings(), "3", "snapshot")

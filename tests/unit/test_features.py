@@ -77,6 +77,31 @@ def test_trend_compares_recent_with_previous_window() -> None:
     assert f["trend_count_7d"] == pytest.approx(np.log1p(7) - np.log1p(1))
 
 
+def test_lifetime_features_remember_what_the_windows_forgot() -> None:
+    history = history_of(partial("a", D0, count=2), partial("a", D0 + 10, count=1), partial("a", D0 + 25, count=4))
+    f = features_at(history, "a", D0 + 25.5)
+    assert f["lifetime_tx_count"] == 7
+    assert f["lifetime_tx_per_30d"] == pytest.approx(7 * 30 / 25)
+    assert f["purchase_span_days"] == 25  # first to last purchase day
+    assert f["mean_days_between_tx"] == pytest.approx(25 / 6)
+    assert f["recency_over_mean_gap"] == pytest.approx((0.5 - 2 / 24) / (25 / 6))
+
+    history.merge(pd.DataFrame([partial("a", D0 + 200, count=1)], columns=list(PARTIAL_COLUMNS)))
+    later = features_at(history, "a", D0 + 260.5)  # the first days left the 90-day history long ago
+    assert later["tx_count_90d"] == 1
+    assert later["lifetime_tx_count"] == 8 and later["purchase_span_days"] == 200
+    assert later["lifetime_tx_per_30d"] == pytest.approx(8 * 30 / 260)
+    assert later["mean_days_between_tx"] == pytest.approx(200 / 7)
+    assert later["recency_over_mean_gap"] == pytest.approx((60.5 - 2 / 24) / (200 / 7))
+
+
+def test_a_single_day_of_purchases_has_no_gap() -> None:
+    once = features_at(history_of(partial("a", D0, count=3)), "a", D0 + 40.5)
+    assert once["lifetime_tx_count"] == 3 and once["purchase_span_days"] == 0
+    assert once["mean_days_between_tx"] == 0 and once["recency_over_mean_gap"] == 0
+    assert once["lifetime_tx_per_30d"] == pytest.approx(3 * 30 / 40)
+
+
 def test_never_seen_customer_gets_cold_start_values() -> None:
     out = features_frame([None, None], [D0 * DAY, (D0 + 3) * DAY])
     assert list(out.columns) == list(FEATURE_NAMES)
