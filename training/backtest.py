@@ -80,6 +80,12 @@ class BacktestReport:
         """The baseline with the highest test ROC-AUC."""
         return max(self.baselines, key=lambda name: _finite(self.metrics[name]["roc_auc"]))
 
+    def model_beats_all(self) -> bool:
+        """The ensemble ahead of every baseline on both ROC-AUC and macro-F1 (the issue's bar)."""
+        model = self.metrics["ensemble"]
+        return all(model[metric] > self.metrics[name][metric]
+                   for name in self.baselines for metric in ("roc_auc", "macro_f1"))
+
     def summary(self) -> dict[str, Any]:
         """The one JSON line `activity backtest` ends with."""
         best = self.best_baseline()
