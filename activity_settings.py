@@ -182,6 +182,9 @@ class ModelSettings(_Section):
 class TrainingSettings(_Section):
     """Labels, training sets, the models, the promotion gate and the retraining schedule."""
 
+    target: Literal["change", "active"] = Field(
+        default="change", description="change: decline/stable/growth (what the scorer serves); active: any "
+        "transaction in the next horizon (evaluated by `activity backtest --target active`).")
     horizon_days: int = Field(default=30, ge=1, le=365, description="Window compared before and after as_of.")
     decline_below: float = Field(
         default=-0.3, lt=0, description="log1p(next) - log1p(previous) at or below this: decline."

@@ -7,7 +7,8 @@ The data sets:
   PyPI (the ``datasets`` extra; only its data file is read, the package is never imported);
 - ``simulator``: the platform's own simulator (``--customers`` x ``--days``), written as a CSV first.
 
-    python -m bench.backtest [--datasets cdnow,simulator] [--horizons 30,90,182] [--customers 5000] [--days 1000]
+    python -m bench.backtest [--datasets cdnow,simulator] [--targets change,active] [--horizons 30,90,182]
+                             [--customers 5000] [--days 1000]
 
 Each run prints the table of every model and baseline and its JSON line (the keys of `activity
 backtest`); the benchmark ends with one JSON line ``{"runs": [...], "model_wins": n, "runs_total": n,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -61,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--horizons", default="30,90,182")
+    parser.add_argument("--targets", default="change,active")
     parser.add_argument("--customers", type=int, default=5_000, help="simulator: customers")
     parser.add_argument("--days", type=int, default=1000,
                         help="simulator: days (enough for a 182-day horizon)")
@@ -68,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from model_contract.evaluate import markdown_table
+    from model_contract.labels import TARGETS
     from streaming.publish import ColumnMapping
     from training.backtest import BacktestSource, backtest
     from training.data import NoTrainingData
@@ -77,6 +81,10 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--datasets: unknown {', '.join(unknown)}; known: {', '.join(DATASETS)}")
     horizons = [int(h) for h in args.horizons.split(",")]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if set(targets) - set(TARGETS):
+        raise SystemExit(f"--targets: unknown {', '.join(sorted(set(targets) - set(TARGETS)))}; known: "
+                         f"{', '.join(TARGETS)}")
     log(f"machine: {machine()}")
     runs: list[dict[str, object]] = []
     skipped: list[dict[str, object]] = []
@@ -92,17 +100,18 @@ def main() -> None:
                 sources[name] = BacktestSource(simulator_file(root, args.customers, args.days, args.seed),
                                                ColumnMapping("customer_id", "event_time", "amount"))
         for name, source in sources.items():
-            for horizon in horizons:
-                log(f"{name}: change over {horizon} days")
+            for target, horizon in itertools.product(targets, horizons):
+                log(f"{name}: {target} over {horizon} days")
                 try:
-                    report = backtest(settings, source, horizon_days=horizon, work_dir=root / f"{name}-{horizon}")
+                    report = backtest(settings, source, target=target, horizon_days=horizon,
+                                      work_dir=root / f"{name}-{target}-{horizon}")
                 except NoTrainingData as exc:  # e.g. 182 days on 18 months: too few as_of dates for three splits
-                    log(f"{name}: {horizon} days not evaluated: {exc}")
-                    skipped.append({"dataset": name, "target": "change", "horizon_days": horizon, "reason": str(exc)})
+                    log(f"{name}: {target} over {horizon} days not evaluated: {exc}")
+                    skipped.append({"dataset": name, "target": target, "horizon_days": horizon, "reason": str(exc)})
                     continue
                 table = pd.DataFrame(report.metrics).T[["roc_auc", "macro_f1", "pr_auc", "log_loss", "ece"]]
                 table.index.name = "model"
-                print(f"\n{name}, change over {horizon} days, test {report.windows['test']}, "
+                print(f"\n{name}, {target} over {horizon} days, test {report.windows['test']}, "
                       f"{report.rows['test']:,} rows\n")
                 print(markdown_table(table))
                 summary = {"dataset": name, **report.summary(), "model_beats_all": report.model_beats_all()}

@@ -6,15 +6,17 @@ for ``mlflow.log_metrics`` (flat, float values, names in ``[A-Za-z0-9_]``).
 
 A metric that is undefined on the given rows (a class absent from the labels, no rows at all)
 is NaN, never an exception: a short or skewed test window must still produce a report. Macro
-averages run over all three classes and are NaN when any class's value is NaN, so a macro over
-two classes is never silently compared with one over three.
+averages run over all the target's classes and are NaN when any class's value is NaN, so a macro over
+two classes is never silently compared with one over three. ``classes`` is the target's class
+names (``model_contract.labels.TARGET_CLASSES``), the change target's by default; class 0 is the one
+at risk (decline, inactive), whose top-decile lift is ``decline_lift_top_decile``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +25,7 @@ import pandas as pd
 from model_contract.labels import CLASSES
 
 N_CLASSES = len(CLASSES)
-DECLINE = CLASSES.index("decline")
+AT_RISK = 0  # decline (change target), inactive (active target)
 CALIBRATION_BINS = 15
 LOG_LOSS_FLOOR = 1e-15  # probabilities are clipped here so a confident miss costs ~34.5 nats, not infinity
 TOP_FRACTION = 0.1  # the "top decile" of the decline lift
@@ -71,20 +73,26 @@ class Metrics:
         return {name: float(value) for name, value in flat.items()}
 
 
-def evaluate(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray) -> Metrics:
-    """Score one model: ``y`` and ``predicted`` are class indices, ``probabilities`` is ``(n, 3)``.
+def evaluate(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray,
+             classes: Sequence[str] = CLASSES) -> Metrics:
+    """Score one model: ``y`` and ``predicted`` are class indices, ``probabilities`` is ``(n, len(classes))``.
 
     ``predicted`` is passed separately because the models decide with tuned class weights
     (``argmax(p * w)``), not the plain argmax: the label metrics score the actual decisions,
     the probability metrics score the probabilities.
     """
-    y, probabilities, predicted = _check(y, probabilities, predicted)
+    n_classes = len(classes)
+    y, probabilities, predicted = _check(y, probabilities, predicted, n_classes)
     n = len(y)
-    precision, recall, f1 = _precision_recall_f1(y, predicted)
-    roc = [roc_auc(y == k, probabilities[:, k]) for k in range(N_CLASSES)]
-    pr = [average_precision(y == k, probabilities[:, k]) for k in range(N_CLASSES)]
-    per_class_ece = [calibration_error(probabilities[:, k], (y == k).astype(float)) for k in range(N_CLASSES)]
-    share = [float(np.mean(y == k)) if n else math.nan for k in range(N_CLASSES)]
+    precision, recall, f1 = _precision_recall_f1(y, predicted, n_classes)
+    roc = [roc_auc(y == k, probabilities[:, k]) for k in range(n_classes)]
+    pr = [average_precision(y == k, probabilities[:, k]) for k in range(n_classes)]
+    per_class_ece = [calibration_error(probabilities[:, k], (y == k).astype(float)) for k in range(n_classes)]
+    share = [float(np.mean(y == k)) if n else math.nan for k in range(n_classes)]
+
+    def by_class(values: list[float]) -> dict[str, float]:
+        return dict(zip(classes, (float(v) for v in values), strict=True))
+
     return Metrics(
         rows=n,
         accuracy=float(np.mean(y == predicted)) if n else math.nan,
@@ -92,10 +100,10 @@ def evaluate(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray) ->
         log_loss=log_loss(y, probabilities),
         ece=top_label_ece(y, probabilities),
         classwise_ece=_macro(per_class_ece),
-        decline_lift_top_decile=top_fraction_lift(y == DECLINE, probabilities[:, DECLINE]),
-        precision=_by_class(precision), recall=_by_class(recall), f1=_by_class(f1),
-        roc_auc_per_class=_by_class(roc), pr_auc_per_class=_by_class(pr),
-        ece_per_class=_by_class(per_class_ece), share=_by_class(share),
+        decline_lift_top_decile=top_fraction_lift(y == AT_RISK, probabilities[:, AT_RISK]),
+        precision=by_class(precision), recall=by_class(recall), f1=by_class(f1),
+        roc_auc_per_class=by_class(roc), pr_auc_per_class=by_class(pr),
+        ece_per_class=by_class(per_class_ece), share=by_class(share),
     )
 
 
@@ -195,26 +203,28 @@ def comparison_markdown(results: Mapping[str, Metrics], digits: int = 4) -> str:
     return markdown_table(comparison_table(results), digits)
 
 
-def _check(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, ...]:
+def _check(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray,
+           n_classes: int = N_CLASSES) -> tuple[np.ndarray, ...]:
     """Shapes and ranges are programming errors (unlike a missing class), so they do raise."""
     y = np.asarray(y).astype(np.int64).ravel()
     predicted = np.asarray(predicted).astype(np.int64).ravel()
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if len(y) == 0:  # an empty list or a (0,) array both mean "no rows"
-        probabilities = probabilities.reshape(0, N_CLASSES)
-    if probabilities.shape != (len(y), N_CLASSES) or predicted.shape != y.shape:
-        raise ValueError(f"expected y ({len(y)},), probabilities ({len(y)}, {N_CLASSES}), predicted ({len(y)},); "
+        probabilities = probabilities.reshape(0, n_classes)
+    if probabilities.shape != (len(y), n_classes) or predicted.shape != y.shape:
+        raise ValueError(f"expected y ({len(y)},), probabilities ({len(y)}, {n_classes}), predicted ({len(y)},); "
                          f"got probabilities {probabilities.shape}, predicted {predicted.shape}")
     for name, labels in (("y", y), ("predicted", predicted)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
-            raise ValueError(f"{name} must hold class indices 0..{N_CLASSES - 1}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"{name} must hold class indices 0..{n_classes - 1}")
     return y, probabilities, predicted
 
 
-def _precision_recall_f1(y: np.ndarray, predicted: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+def _precision_recall_f1(y: np.ndarray, predicted: np.ndarray, n_classes: int = N_CLASSES
+                         ) -> tuple[list[float], list[float], list[float]]:
     """Per class, NaN where the denominator is zero (never predicted / never present / neither)."""
     precision, recall, f1 = [], [], []
-    for k in range(N_CLASSES):
+    for k in range(n_classes):
         tp = float(np.sum((predicted == k) & (y == k)))
         predicted_k, actual_k = float(np.sum(predicted == k)), float(np.sum(y == k))
         precision.append(tp / predicted_k if predicted_k else math.nan)
@@ -260,6 +270,3 @@ def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
 def _macro(values: list[float]) -> float:
     return math.nan if any(math.isnan(v) for v in values) else float(np.mean(values))
 
-
-def _by_class(values: list[float]) -> dict[str, float]:
-    return dict(zip(CLASSES, (float(v) for v in values), strict=True))

@@ -1,9 +1,11 @@
-"""Labels: will a customer grow, hold or cut back their activity over the next horizon?
+"""Labels: will a customer grow, hold or cut back their activity over the next horizon, or buy at all?
 
-For a customer at ``as_of``, the change is ``log1p(next) - log1p(previous)`` where ``next`` and
-``previous`` count the transactions in the ``horizon`` days after and before ``as_of``;
-``decline`` at or below ``decline_below``, ``growth`` at or above ``growth_above``, else ``stable``.
-Everything here is pure: daily counts in, labelled entity rows out.
+Two targets share the rows. ``change`` (the default): for a customer at ``as_of``, the change is
+``log1p(next) - log1p(previous)`` where ``next`` and ``previous`` count the transactions in the
+``horizon`` days after and before ``as_of``; ``decline`` at or below ``decline_below``, ``growth``
+at or above ``growth_above``, else ``stable``. ``active``: the classic "will this customer buy
+again": ``active`` when ``next > 0``, else ``inactive``. Class 0 is the one at risk either way
+(decline, inactive). Everything here is pure: daily counts in, labelled entity rows out.
 
 ``as_of`` is carried in one form, epoch days (UTC), in the rows' ``as_of_day`` column, from the
 grid through the split, the baselines and the oracle. ``event_timestamp`` (00:00 UTC of that day)
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-CLASSES = ("decline", "stable", "growth")
+TARGETS = ("change", "active")
+TARGET_CLASSES = {"change": ("decline", "stable", "growth"), "active": ("inactive", "active")}
+CLASSES = TARGET_CLASSES["change"]  # what the scorer serves
 SECONDS_PER_DAY = 86_400
 AS_OF_DAY = "as_of_day"
 
@@ -28,10 +32,25 @@ class LabelPolicy:
     horizon_days: int = 30
     decline_below: float = -0.3
     growth_above: float = 0.3
+    target: str = "change"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target {self.target!r}: one of {', '.join(TARGETS)}")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return TARGET_CLASSES[self.target]
 
     def classify(self, change: np.ndarray) -> np.ndarray:
-        """Class index (into ``CLASSES``) per change."""
+        """Class index (into ``TARGET_CLASSES["change"]``) per change."""
         return np.where(change <= self.decline_below, 0, np.where(change >= self.growth_above, 2, 1))
+
+    def label(self, previous: np.ndarray, upcoming: np.ndarray) -> np.ndarray:
+        """Class index (into ``self.classes``) per row from its ``previous`` and ``next`` counts."""
+        if self.target == "active":
+            return (np.asarray(upcoming) > 0).astype(np.int64)
+        return self.classify(np.log1p(upcoming) - np.log1p(previous))
 
 
 def as_of_days(frame: pd.DataFrame) -> np.ndarray:
@@ -86,13 +105,13 @@ def label_activity_change(daily: pd.DataFrame, as_of_days: np.ndarray, policy: L
         previous = cumulative[seen, k] - cumulative[seen, k - horizon]
         upcoming = cumulative[seen, k + horizon] - cumulative[seen, k]
         change = np.log1p(upcoming) - np.log1p(previous)
-        index = policy.classify(change)
+        index = policy.label(previous, upcoming)
         frames.append(pd.DataFrame({
             "customer_id": customers[seen],
             AS_OF_DAY: np.int64(as_of),
             "event_timestamp": pd.Timestamp(as_of * SECONDS_PER_DAY, unit="s", tz="UTC").as_unit("ns"),
             "previous": previous, "next": upcoming, "change": change,
-            "label": np.asarray(CLASSES, dtype=object)[index], "label_index": index,
+            "label": np.asarray(policy.classes, dtype=object)[index], "label_index": index,
         }))
     return pd.concat(frames, ignore_index=True) if frames else _empty()
 

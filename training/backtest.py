@@ -28,6 +28,7 @@ from features.state import ENTITY_KEY
 from features.store import FeatureWriter
 from model_contract import registry
 from model_contract.evaluate import Metrics, comparison_table, markdown_table
+from model_contract.labels import TARGETS
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
 from training.baselines import fit_baselines
@@ -42,7 +43,6 @@ from training.pipeline import (
 )
 from training.plots import save_all
 
-TARGETS: Final = ("change",)  # the "will grow, hold or cut back" classes of model_contract.labels
 MODELS: Final = ("ensemble", "random_forest", "xgboost")  # the rest of a report's rows are baselines
 STEPS: Final = ("read", "validate", "backfill", "labels", "fit", "baselines", "evaluate", "log")
 _RAW_DDL: Final = "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY"
@@ -111,10 +111,14 @@ def _round(value: float) -> float | None:
     return round(float(value), 4) if math.isfinite(value) else None  # JSON has no NaN
 
 
-def backtest_settings(settings: Settings, work_dir: Path, horizon_days: int | None) -> Settings:
-    """The user's settings with the feature store in ``work_dir`` and the MLflow store left where it is."""
-    training = settings.training if horizon_days is None else settings.training.model_copy(
-        update={"horizon_days": horizon_days})
+def backtest_settings(settings: Settings, work_dir: Path, horizon_days: int | None, target: str = "change"
+                      ) -> Settings:
+    """The user's settings with the feature store in ``work_dir``, the MLflow store left where it is, and
+    the target and horizon evaluated (validated as the settings validate them)."""
+    update: dict[str, Any] = {"target": target}
+    if horizon_days is not None:
+        update["horizon_days"] = horizon_days
+    training = type(settings.training).model_validate(settings.training.model_dump() | update)
     mlflow_settings = settings.mlflow.model_copy(update={
         "tracking_uri": registry.tracking_uri(settings), "artifact_location": registry.artifact_location(settings)})
     return settings.model_copy(update={"data_dir": work_dir, "training": training, "mlflow": mlflow_settings})
@@ -125,15 +129,15 @@ def backtest(settings: Settings, source: BacktestSource, *, target: str = "chang
              progress: Callable[[int, int], None] = lambda done, total: None) -> BacktestReport:
     """Run the whole comparison; ``work_dir`` keeps the scratch feature store (default: a temporary one)."""
     if target not in TARGETS:
-        raise ValueError(f"target {target!r}: this version evaluates {', '.join(TARGETS)}")
+        raise ValueError(f"target {target!r}: one of {', '.join(TARGETS)}")
     reporter = reporter or Reporter()
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="activity-backtest-") as scratch:
-            return _backtest(backtest_settings(settings, Path(scratch), horizon_days), settings.mlflow.experiment,
-                             source, target, reporter, progress)
+            return _backtest(backtest_settings(settings, Path(scratch), horizon_days, target),
+                             settings.mlflow.experiment, source, target, reporter, progress)
     work_dir.mkdir(parents=True, exist_ok=True)
-    return _backtest(backtest_settings(settings, work_dir, horizon_days), settings.mlflow.experiment, source, target,
-                     reporter, progress)
+    return _backtest(backtest_settings(settings, work_dir, horizon_days, target), settings.mlflow.experiment, source,
+                     target, reporter, progress)
 
 
 def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: str, reporter: Reporter,
@@ -219,6 +223,6 @@ def _log(cfg: Settings, experiment: str, source: BacktestSource, report: Backtes
                        "xgboost": fitted.ensemble.booster.feature_importances_}
         with tempfile.TemporaryDirectory(prefix="activity-backtest-plots-") as plots:
             for path in save_all(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),
-                                 importances, Path(plots)):
+                                 importances, Path(plots), classes=fitted.ensemble.classes):
                 mlflow.log_artifact(str(path), "plots")
         return run.info.run_id

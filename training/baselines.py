@@ -1,12 +1,13 @@
 """Baselines scored on the same test rows as the model, so its gain is measured against something.
 
-Each baseline exposes ``predict_proba(frame) -> (n, 3)`` and ``predict(frame) -> class index`` on
+Each baseline exposes ``predict_proba(frame) -> (n, classes)`` and ``predict(frame) -> class index`` on
 entity rows that carry the feature columns (``FEATURE_NAMES``) and the labels (``previous``,
 ``label_index``), and is fitted only on training/validation rows:
 
 * ``PersistenceBaseline``: "nothing changes": always decides stable. Its probabilities are the
   training class prior (a constant: the best calibrated guess without looking at the customer,
   ROC-AUC exactly 0.5 by construction), so log-loss and ECE have a no-information reference too.
+  For the ``active`` target "nothing changes" decides active exactly when the previous window was.
 * ``RecencyFrequencyBaseline``: what a practitioner writes first: four hand-made scores
   (recency, 30-day frequency, the 7-day pace against the 30-day count, the 30-day trend) through
   a small multinomial logistic regression fitted on validation rows.
@@ -16,7 +17,9 @@ entity rows that carry the feature columns (``FEATURE_NAMES``) and the labels (`
   (numba, llvmlite, pytensor compiling C); its MAP estimates land on the same parameters and
   expectations as this code (docs/training.md). It predicts the expected count of the next horizon from
   exact recency/frequency/age computed from the daily counts, and turns it into classes the same
-  way as the oracle (Poisson counts around the expectation).
+  way as the oracle (Poisson counts around the expectation). For the ``active`` target it gives its
+  own probability of any purchase in the horizon, ``P(alive) * (1 - ((alpha+T)/(alpha+T+t))^(r+x))``
+  (a customer alive at ``as_of`` cannot drop out before a next purchase).
 
 Decisions are ``argmax(p * w)`` with ``w`` tuned on validation for macro-F1, like the model's, so
 F1 compares decision rules given equally good tuning, not tuning against none.
@@ -68,18 +71,22 @@ class PersistenceBaseline:
     """
 
     prior: np.ndarray
+    target: str = "change"
     name: ClassVar[str] = "persistence"
 
     @classmethod
-    def fit(cls, train: pd.DataFrame) -> PersistenceBaseline:
-        counts = np.bincount(train[LABEL].to_numpy(dtype=np.int64), minlength=N_CLASSES).astype(np.float64)
-        smoothed = counts + 1.0  # a class absent from training keeps a finite log-loss
-        return cls(prior=smoothed / smoothed.sum())
+    def fit(cls, train: pd.DataFrame, policy: LabelPolicy | None = None) -> PersistenceBaseline:
+        policy = policy or LabelPolicy()
+        counts = np.bincount(train[LABEL].to_numpy(dtype=np.int64), minlength=len(policy.classes))
+        smoothed = counts.astype(np.float64) + 1.0  # a class absent from training keeps a finite log-loss
+        return cls(prior=smoothed / smoothed.sum(), target=policy.target)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return np.tile(self.prior, (len(frame), 1))
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.target == "active":
+            return (frame["previous"].to_numpy(dtype=np.float64) > 0).astype(np.int64)
         return np.full(len(frame), STABLE, dtype=np.int64)
 
 
@@ -87,19 +94,19 @@ class PersistenceBaseline:
 class RecencyFrequencyBaseline:
     """Multinomial logistic regression on ``recency_frequency_scores``, fitted on validation rows."""
 
-    coef: np.ndarray  # (N_CLASSES, scores)
-    intercept: np.ndarray  # (N_CLASSES,)
+    coef: np.ndarray  # (classes, scores)
+    intercept: np.ndarray  # (classes,)
     decision_weights: np.ndarray
     name: ClassVar[str] = "recency_frequency"
 
     @classmethod
-    def fit(cls, validation: pd.DataFrame) -> RecencyFrequencyBaseline:
+    def fit(cls, validation: pd.DataFrame, n_classes: int = N_CLASSES) -> RecencyFrequencyBaseline:
+        from training.model import softmax_form
+
         y = validation[LABEL].to_numpy(dtype=np.int64)
         model = LogisticRegression(max_iter=1_000).fit(recency_frequency_scores(validation), y)
-        coef = np.zeros((N_CLASSES, model.coef_.shape[1]))
-        intercept = np.full(N_CLASSES, -1e9)  # a class absent from validation is never predicted
-        coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
-        fitted = cls(coef=coef, intercept=intercept, decision_weights=np.ones(N_CLASSES))
+        coef, intercept = softmax_form(model, n_classes)  # a class absent from validation is never predicted
+        fitted = cls(coef=coef, intercept=intercept, decision_weights=np.ones(n_classes))
         fitted.decision_weights = _tune(fitted.predict_proba(validation), y)
         return fitted
 
@@ -167,13 +174,34 @@ def bgnbd_expected_purchases(params: dict[str, float], frequency: np.ndarray, re
     shoppers (the "#NUM!" problem), this one does not. The denominator goes through ``expit``.
     """
     r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
-    x, t_x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, recency, t_age))
+    x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, t_age))
     z = future_t / (alpha + age + future_t)
     numerator = 1.0 - (1.0 - z) ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
     numerator *= (a + b + x - 1.0) / (a - 1.0)
+    return np.maximum(numerator * bgnbd_p_alive(params, frequency, recency, t_age), 0.0)
+
+
+def bgnbd_p_alive(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray
+                  ) -> np.ndarray:
+    """BG/NBD's probability that a customer is still alive at age ``T`` (eq. 13 of Fader, Hardie & Lee 2005)."""
+    r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
+    x, t_x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, recency, t_age))
     log_dropout_odds = np.log(a / np.maximum(b + x - 1.0, 1e-12)) + (r + x) * np.log((alpha + age) / (alpha + t_x))
-    alive = np.where(x > 0, expit(-log_dropout_odds), 1.0)
-    return np.maximum(numerator * alive, 0.0)
+    return np.where(x > 0, expit(-log_dropout_odds), 1.0)
+
+
+def bgnbd_p_active(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
+                   future_t: float) -> np.ndarray:
+    """BG/NBD's probability of at least one purchase in the next ``future_t``.
+
+    Alive at ``T``, the purchase rate's posterior is Gamma(r + x, alpha + T), so no purchase in
+    ``future_t`` has probability ``((alpha + T) / (alpha + T + future_t)) ** (r + x)``; dropping out
+    happens only right after a purchase, so it cannot come first.
+    """
+    r, alpha = float(params["r"]), float(params["alpha"])
+    x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, t_age))
+    none = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + future_t)))
+    return bgnbd_p_alive(params, frequency, recency, t_age) * (1.0 - none)
 
 
 def fit_bgnbd_params(rfm: pd.DataFrame) -> dict[str, float]:
@@ -239,6 +267,11 @@ class BgNbdBaseline:
         return days * per_day
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.policy.target == "active":
+            rfm = self.history.rfm(frame[ENTITY_KEY].to_numpy(dtype=object), as_of_days(frame))
+            active = bgnbd_p_active(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
+                                    float(self.policy.horizon_days))
+            return np.column_stack([1.0 - active, active])
         return poisson_class_probabilities(self.expected_next(frame), frame["previous"].to_numpy(dtype=np.float64),
                                            self.policy)
 
@@ -259,8 +292,8 @@ def fit_baselines(train: pd.DataFrame, validation: pd.DataFrame, daily: pd.DataF
     A comparison that cannot be fitted on some data must not stop training.
     """
     fitted: dict[str, Baseline] = {
-        PersistenceBaseline.name: PersistenceBaseline.fit(train),
-        RecencyFrequencyBaseline.name: RecencyFrequencyBaseline.fit(validation),
+        PersistenceBaseline.name: PersistenceBaseline.fit(train, policy),
+        RecencyFrequencyBaseline.name: RecencyFrequencyBaseline.fit(validation, len(policy.classes)),
     }
     skipped: dict[str, str] = {}
     reason = None if bgnbd else "disabled by the caller"

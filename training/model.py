@@ -6,6 +6,8 @@ log-probabilities, fitted on the validation split without weights, so it both co
 calibrates: its probabilities are estimates of the true class frequencies. The decision rule
 (``argmax(p * decision_weights)``) is tuned on validation for macro-F1. Every piece is plain
 arrays, so the ONNX export (``training.onnx_export``) rebuilds exactly the same computation.
+The classes are the target's (``model_contract.labels.TARGET_CLASSES``): three for ``change``
+(what the scorer serves), two for ``active``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ class ModelParams:
 class Stacker:
     """Multinomial logistic regression on log-probabilities: ``softmax(log(P) @ coef.T + intercept)``."""
 
-    coef: np.ndarray  # (N_CLASSES, N_CLASSES * members)
-    intercept: np.ndarray  # (N_CLASSES,)
+    coef: np.ndarray  # (classes, classes * members)
+    intercept: np.ndarray  # (classes,)
 
     @staticmethod
     def inputs(member_probabilities: Sequence[np.ndarray]) -> np.ndarray:
@@ -56,12 +58,9 @@ class Stacker:
 
     @classmethod
     def fit(cls, member_probabilities: Sequence[np.ndarray], y: np.ndarray, c: float = 1.0) -> Stacker:
-        model = LogisticRegression(C=c, max_iter=2_000)
-        model.fit(cls.inputs(member_probabilities), y)
-        coef = np.zeros((N_CLASSES, model.coef_.shape[1]))
-        intercept = np.full(N_CLASSES, -1e9)  # a class absent from validation is never predicted
-        coef[model.classes_] = model.coef_
-        intercept[model.classes_] = model.intercept_
+        inputs = cls.inputs(member_probabilities)
+        model = LogisticRegression(C=c, max_iter=2_000).fit(inputs, y)
+        coef, intercept = softmax_form(model, np.asarray(member_probabilities[0]).shape[1])
         return cls(coef=coef, intercept=intercept)
 
     def predict_proba(self, member_probabilities: Sequence[np.ndarray]) -> np.ndarray:
@@ -71,13 +70,38 @@ class Stacker:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
+def softmax_form(model: LogisticRegression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted logistic regression as ``softmax(x @ coef.T + intercept)`` over all ``n_classes``.
+
+    A class absent from the fitting rows gets an intercept of -1e9 (never predicted); a binary fit
+    (one logit ``z``) becomes the logits ``(0, z)``, whose softmax is the sigmoid.
+    """
+    coef = np.zeros((n_classes, model.coef_.shape[1]))
+    intercept = np.full(n_classes, -1e9)
+    if len(model.classes_) == 2 and model.coef_.shape[0] == 1:
+        coef[model.classes_[1]], intercept[model.classes_[0]], intercept[model.classes_[1]] = (
+            model.coef_[0], 0.0, model.intercept_[0])
+    else:
+        coef[model.classes_] = model.coef_
+        intercept[model.classes_] = model.intercept_
+    return coef, intercept
+
+
 def tune_decision_weights(probabilities: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-class multipliers for ``argmax(p * w)`` that maximise macro-F1 on the given (validation) rows."""
-    grid = np.exp(np.linspace(np.log(0.5), np.log(4.0), 13))
-    best, best_score = np.ones(N_CLASSES), -1.0
-    for w0, w2 in product(grid, grid):  # stable's weight stays 1: only ratios matter
-        weights = np.array([w0, 1.0, w2])
-        score = f1_score(y, np.argmax(probabilities * weights, axis=1), average="macro", labels=range(N_CLASSES))
+    """Per-class multipliers for ``argmax(p * w)`` that maximise macro-F1 on the given (validation) rows.
+
+    Class 1's weight stays 1 (only ratios matter): three classes search the other two on a grid,
+    two classes search class 0's weight alone, which is a threshold on ``p``.
+    """
+    n_classes = probabilities.shape[1]
+    if n_classes == 2:
+        candidates = [np.array([w, 1.0]) for w in np.exp(np.linspace(np.log(0.25), np.log(4.0), 41))]
+    else:
+        grid = np.exp(np.linspace(np.log(0.5), np.log(4.0), 13))
+        candidates = [np.array([w0, 1.0, w2]) for w0, w2 in product(grid, grid)]
+    best, best_score = np.ones(n_classes), -1.0
+    for weights in candidates:
+        score = f1_score(y, np.argmax(probabilities * weights, axis=1), average="macro", labels=range(n_classes))
         if score > best_score + 1e-12:
             best, best_score = weights, score
     return best
@@ -101,7 +125,8 @@ class ActivityEnsemble:
 
     def member_probabilities(self, x: np.ndarray) -> list[np.ndarray]:
         x = np.asarray(x, dtype=np.float32)
-        return [_full_proba(self.forest, x), _full_proba(self.booster, x)]
+        n_classes = len(self.classes)
+        return [_full_proba(self.forest, x, n_classes), _full_proba(self.booster, x, n_classes)]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.stacker.predict_proba(self.member_probabilities(x))
@@ -118,9 +143,11 @@ class SingleModel:
     member: RandomForestClassifier | XGBClassifier
     stacker: Stacker
     decision_weights: np.ndarray
+    classes: tuple[str, ...] = CLASSES
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.stacker.predict_proba([_full_proba(self.member, np.asarray(x, dtype=np.float32))])
+        member = _full_proba(self.member, np.asarray(x, dtype=np.float32), len(self.classes))
+        return self.stacker.predict_proba([member])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return decide(self.predict_proba(x), self.decision_weights)
@@ -132,7 +159,8 @@ class FittedModels:
     singles: dict[str, SingleModel]
 
 
-def fit_members(x: np.ndarray, y: np.ndarray, params: ModelParams) -> tuple[RandomForestClassifier, XGBClassifier]:
+def fit_members(x: np.ndarray, y: np.ndarray, params: ModelParams, n_classes: int = N_CLASSES
+                ) -> tuple[RandomForestClassifier, XGBClassifier]:
     """Both members on the training split, with balanced sample weights against class imbalance."""
     x = np.asarray(x, dtype=np.float32)
     weights = compute_sample_weight("balanced", y)
@@ -145,42 +173,44 @@ def fit_members(x: np.ndarray, y: np.ndarray, params: ModelParams) -> tuple[Rand
     booster = XGBClassifier(
         n_estimators=params.booster_rounds, max_depth=params.booster_max_depth,
         learning_rate=params.booster_learning_rate, subsample=params.booster_subsample,
-        tree_method="hist", objective="multi:softprob", n_jobs=params.threads, random_state=params.seed,
+        tree_method="hist", objective="multi:softprob" if n_classes > 2 else "binary:logistic",
+        n_jobs=params.threads, random_state=params.seed,
     )
     booster.fit(x, y, sample_weight=weights)
     return forest, booster
 
 
 def combine(forest: RandomForestClassifier, booster: XGBClassifier, x_validation: np.ndarray,
-            y_validation: np.ndarray, params: ModelParams) -> FittedModels:
+            y_validation: np.ndarray, params: ModelParams, classes: tuple[str, ...] = CLASSES) -> FittedModels:
     """Stack, calibrate and tune the decision rule on validation; the singles get the same treatment."""
     x_validation = np.asarray(x_validation, dtype=np.float32)
     members = {"random_forest": forest, "xgboost": booster}
-    probabilities = {name: _full_proba(model, x_validation) for name, model in members.items()}
+    probabilities = {name: _full_proba(model, x_validation, len(classes)) for name, model in members.items()}
     singles = {}
     for name, model in members.items():
         stacker = Stacker.fit([probabilities[name]], y_validation)
         weights = tune_decision_weights(stacker.predict_proba([probabilities[name]]), y_validation)
-        singles[name] = SingleModel(name, model, stacker, weights)
+        singles[name] = SingleModel(name, model, stacker, weights, classes)
     stacker = Stacker.fit(list(probabilities.values()), y_validation)
     weights = tune_decision_weights(stacker.predict_proba(list(probabilities.values())), y_validation)
     ensemble = ActivityEnsemble(forest=forest, booster=booster, stacker=stacker, decision_weights=weights,
-                                params=params)
+                                classes=classes, params=params)
     return FittedModels(ensemble=ensemble, singles=singles)
 
 
 def fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_validation: np.ndarray, y_validation: np.ndarray,
-                 params: ModelParams | None = None) -> FittedModels:
+                 params: ModelParams | None = None, classes: tuple[str, ...] = CLASSES) -> FittedModels:
     params = params or ModelParams()
-    forest, booster = fit_members(x_train, y_train, params)
-    return combine(forest, booster, x_validation, y_validation, params)
+    forest, booster = fit_members(x_train, y_train, params, len(classes))
+    return combine(forest, booster, x_validation, y_validation, params, classes)
 
 
-def _full_proba(model: RandomForestClassifier | XGBClassifier, x: np.ndarray) -> np.ndarray:
+def _full_proba(model: RandomForestClassifier | XGBClassifier, x: np.ndarray, n_classes: int = N_CLASSES
+                ) -> np.ndarray:
     """``predict_proba`` with a column for every class, even one the member never saw in training."""
     proba = model.predict_proba(x)
-    if proba.shape[1] == N_CLASSES:
+    if proba.shape[1] == n_classes:
         return proba
-    full = np.zeros((len(x), N_CLASSES))
+    full = np.zeros((len(x), n_classes))
     full[:, np.asarray(model.classes_, dtype=int)] = proba
     return full

@@ -59,8 +59,13 @@ def count_thresholds(previous: np.ndarray, policy: LabelPolicy) -> tuple[np.ndar
 
 
 def poisson_class_probabilities(expected_next: np.ndarray, previous: np.ndarray, policy: LabelPolicy) -> np.ndarray:
-    """``(n, 3)`` probabilities of decline/stable/growth when ``next ~ Poisson(expected_next)``."""
+    """``(n, 3)`` probabilities of decline/stable/growth when ``next ~ Poisson(expected_next)``.
+
+    For the ``active`` target, ``(n, 2)``: inactive (``next == 0``) and active.
+    """
     mu = np.maximum(np.asarray(expected_next, dtype=np.float64), 0.0)
+    if policy.target == "active":
+        return np.column_stack([np.exp(-mu), -np.expm1(-mu)])
     decline_max, growth_min = count_thresholds(previous, policy)
     p_decline = np.where(decline_max >= 0, pdtr(np.maximum(decline_max, 0), mu), 0.0)
     p_growth = np.where(growth_min >= 1, pdtrc(np.maximum(growth_min - 1, 0), mu), 1.0)
@@ -100,7 +105,7 @@ class OracleClassifier:
 
     population: Population
     policy: LabelPolicy = field(default_factory=LabelPolicy)
-    decision_weights: np.ndarray = field(default_factory=lambda: np.ones(3))
+    decision_weights: np.ndarray | None = None  # None: unit weights
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """``frame`` needs ``customer_id``, ``event_timestamp`` and ``previous`` (as from ``label_activity_change``)."""
@@ -108,7 +113,9 @@ class OracleClassifier:
         return poisson_class_probabilities(expected, frame["previous"].to_numpy(dtype=np.float64), self.policy)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.argmax(self.predict_proba(frame) * self.decision_weights, axis=1)
+        probabilities = self.predict_proba(frame)
+        weights = np.ones(probabilities.shape[1]) if self.decision_weights is None else self.decision_weights
+        return np.argmax(probabilities * weights, axis=1)
 
     def tuned(self, validation: pd.DataFrame) -> OracleClassifier:
         """A copy whose decision weights maximise macro-F1 on ``validation`` (needs ``label_index``)."""

@@ -34,7 +34,7 @@ from model_contract.artifacts import (
     REFERENCE_STATISTICS,
 )
 from model_contract.evaluate import Metrics, comparison_table, evaluate, markdown_table
-from model_contract.labels import CLASSES, SECONDS_PER_DAY, LabelPolicy, as_of_days
+from model_contract.labels import SECONDS_PER_DAY, LabelPolicy, as_of_days
 from model_contract.onnx_runner import as_matrix
 from model_contract.reference import mean_importances, reference_statistics
 from streaming.archive import daily_counts
@@ -88,7 +88,8 @@ class TrainingOutcome:
 
 def policy_of(settings: Settings) -> LabelPolicy:
     t = settings.training
-    return LabelPolicy(horizon_days=t.horizon_days, decline_below=t.decline_below, growth_above=t.growth_above)
+    return LabelPolicy(horizon_days=t.horizon_days, decline_below=t.decline_below, growth_above=t.growth_above,
+                       target=t.target)
 
 
 def params_of(settings: Settings) -> ModelParams:
@@ -119,12 +120,15 @@ def build_training_data(settings: Settings, store: Any = None, daily: pd.DataFra
         entities = entities[entities[ENTITY_KEY].isin(kept[ENTITY_KEY])].reset_index(drop=True)
         daily = daily[daily[ENTITY_KEY].isin(kept[ENTITY_KEY])].reset_index(drop=True)
     entity_days = as_of_days(entities)
+    classes = policy.classes
     for name in ("train", "validation"):
         present = set(entities.loc[np.isin(entity_days, getattr(split, name)), "label_index"].unique())
-        if len(present) < len(CLASSES):
-            missing = [CLASSES[i] for i in range(len(CLASSES)) if i not in present]
+        if len(present) < len(classes):
+            missing = [classes[i] for i in range(len(classes)) if i not in present]
+            advice = ("adjust training.decline_below / training.growth_above" if policy.target == "change"
+                      else "change training.horizon_days")
             raise NoTrainingData(f"the {name} split has no {', '.join(missing)} rows: stream a longer or larger "
-                                 "history, or adjust training.decline_below / training.growth_above")
+                                 f"history, or {advice}")
     store = open_feature_store(settings) if store is None else store
     retrieval_started = time.perf_counter()
     frame = training_set(store, entities)
@@ -139,23 +143,29 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
     train, validation = data.part("train"), data.part("validation")
     y_train, y_validation = train["label_index"].to_numpy(), validation["label_index"].to_numpy()
     params = params_of(settings)
+    classes = policy_of(settings).classes
+    if settings.training.backend == "spark" and settings.training.target != "change":
+        raise ValueError("training.backend=spark fits the change target only; use training.backend=local for "
+                         f"training.target={settings.training.target!r}")
     if settings.training.backend == "spark":
         from training.spark_backend import fit_members_spark  # deferred: pyspark only for the Spark backend
 
         forest, booster = fit_members_spark(settings, train, params)
     else:
-        forest, booster = fit_members(as_matrix(train), y_train, params)
-    return combine(forest, booster, as_matrix(validation), y_validation, params)
+        forest, booster = fit_members(as_matrix(train), y_train, params, len(classes))
+    return combine(forest, booster, as_matrix(validation), y_validation, params, classes)
 
 
 def evaluate_all(fitted: FittedModels, baselines: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
     """The ensemble, each of its members alone and every baseline, scored on the same test rows."""
     x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
-    results = {"ensemble": evaluate(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test))}
+    classes = fitted.ensemble.classes
+    results = {"ensemble": evaluate(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),
+                                    classes)}
     for name, single in fitted.singles.items():
-        results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test))
+        results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test), classes)
     for name, baseline in baselines.items():
-        results[name] = evaluate(y_test, baseline.predict_proba(test), baseline.predict(test))
+        results[name] = evaluate(y_test, baseline.predict_proba(test), baseline.predict(test), classes)
     return results
 
 
@@ -177,8 +187,16 @@ def timed_step(timings: dict[str, float], name: str, reporter: Reporter, detail:
     reporter.done(name, step.result or f"{timings[name]:.1f} s")
 
 
+def check_servable(settings: Settings) -> None:
+    """A registered model must be one the scorer serves: the change target's classes."""
+    if settings.training.target != "change":
+        raise ValueError(f"training.target={settings.training.target!r}: the scorer, its ONNX and Triton models serve "
+                         "the change target only; evaluate the active target with `activity backtest --target active`")
+
+
 def train(settings: Settings, reporter: Reporter | None = None, data: TrainingData | None = None) -> TrainingOutcome:
     """One full run; raises (with the MLflow run marked FAILED) on any error, leaving the champion as it was."""
+    check_servable(settings)
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
     experiment = registry.experiment_id(settings)
@@ -193,6 +211,7 @@ def train(settings: Settings, reporter: Reporter | None = None, data: TrainingDa
 
 def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, timings: dict[str, float],
            run_id: str) -> TrainingOutcome:
+    check_servable(settings)
     if data is None:
         with timed_step(timings, "labels", reporter, "labels from the archive, features from Feast"):
             data = build_training_data(settings)

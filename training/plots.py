@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from features.transform import FEATURE_NAMES
-from model_contract.evaluate import CALIBRATION_BINS, N_CLASSES, calibration_bins
+from model_contract.evaluate import CALIBRATION_BINS, calibration_bins
 from model_contract.labels import CLASSES
 
 DPI = 110
@@ -30,12 +30,12 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def roc_curves(y: np.ndarray, probabilities: np.ndarray) -> Figure:
+def roc_curves(y: np.ndarray, probabilities: np.ndarray, classes: Sequence[str] = CLASSES) -> Figure:
     """One-vs-rest ROC per class; a class without positives or negatives is listed as undefined."""
     y, probabilities = np.asarray(y), np.asarray(probabilities, dtype=np.float64)
     figure = _figure(5.5, 5)
     axes = figure.add_subplot()
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(classes):
         positive = y == k
         if positive.any() and not positive.all():
             fpr, tpr, _ = roc_curve(positive, probabilities[:, k])
@@ -49,12 +49,12 @@ def roc_curves(y: np.ndarray, probabilities: np.ndarray) -> Figure:
     return figure
 
 
-def pr_curves(y: np.ndarray, probabilities: np.ndarray) -> Figure:
+def pr_curves(y: np.ndarray, probabilities: np.ndarray, classes: Sequence[str] = CLASSES) -> Figure:
     """One-vs-rest precision-recall per class, with each class's prevalence (a random ranker) dotted."""
     y, probabilities = np.asarray(y), np.asarray(probabilities, dtype=np.float64)
     figure = _figure(5.5, 5)
     axes = figure.add_subplot()
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(classes):
         positive = y == k
         if not positive.any():
             axes.plot([], [], label=f"{name} (undefined: absent)")
@@ -68,9 +68,10 @@ def pr_curves(y: np.ndarray, probabilities: np.ndarray) -> Figure:
     return figure
 
 
-def confusion_matrix_plot(y: np.ndarray, predicted: np.ndarray) -> Figure:
+def confusion_matrix_plot(y: np.ndarray, predicted: np.ndarray, classes: Sequence[str] = CLASSES) -> Figure:
     """Counts and row-normalised shares (recall on the diagonal) side by side; rows = true class."""
-    counts = np.zeros((N_CLASSES, N_CLASSES))
+    n_classes = len(classes)
+    counts = np.zeros((n_classes, n_classes))
     np.add.at(counts, (np.asarray(y, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -83,27 +84,28 @@ def confusion_matrix_plot(y: np.ndarray, predicted: np.ndarray) -> Figure:
         for (i, j), value in np.ndenumerate(values):
             axes.text(j, i, fmt.format(value), ha="center", va="center",
                       color="white" if value > top / 2 else "black")
-        axes.set(xticks=range(N_CLASSES), yticks=range(N_CLASSES), xticklabels=CLASSES, yticklabels=CLASSES,
+        axes.set(xticks=range(n_classes), yticks=range(n_classes), xticklabels=classes, yticklabels=classes,
                  xlabel="predicted", ylabel="true", title=title)
     return figure
 
 
-def calibration_plot(y: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> Figure:
+def calibration_plot(y: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS,
+                     classes: Sequence[str] = CLASSES) -> Figure:
     """Reliability diagram per class (P(class) vs observed frequency), on the ECE's own bins.
 
     Marker area follows the bin's row count, since a far-off point from a near-empty bin
     matters much less to the ECE than a small gap in a full one.
     """
     y, probabilities = np.asarray(y), np.asarray(probabilities, dtype=np.float64)
-    figure = _figure(5.5 * N_CLASSES, 5)
-    for k, axes in enumerate(figure.subplots(1, N_CLASSES, sharey=True)):
+    figure = _figure(5.5 * len(classes), 5)
+    for k, axes in enumerate(figure.subplots(1, len(classes), sharey=True)):
         counts, confidence, observed = calibration_bins(probabilities[:, k], (y == k).astype(np.float64), bins)
         filled = counts > 0
         axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
         axes.plot(confidence[filled], observed[filled], color="tab:blue")
         sizes = 300 * counts[filled] / max(counts.sum(), 1.0) + 10
         axes.scatter(confidence[filled], observed[filled], s=sizes, color="tab:blue", alpha=0.6)
-        axes.set(xlabel=f"predicted P({CLASSES[k]})", title=CLASSES[k], xlim=(0, 1), ylim=(0, 1))
+        axes.set(xlabel=f"predicted P({classes[k]})", title=classes[k], xlim=(0, 1), ylim=(0, 1))
     figure.axes[0].set_ylabel("observed frequency")
     figure.suptitle("Reliability (marker area = rows in bin)")
     return figure
@@ -135,7 +137,8 @@ def feature_importance_plot(names: Sequence[str], importances: Mapping[str, np.n
 
 
 def save_all(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, importances: Mapping[str, np.ndarray],
-             directory: Path, *, feature_names: Sequence[str] = FEATURE_NAMES) -> list[Path]:
+             directory: Path, *, feature_names: Sequence[str] = FEATURE_NAMES,
+             classes: Sequence[str] = CLASSES) -> list[Path]:
     """Write every plot as a PNG into ``directory`` (created if missing) and return the paths.
 
     The importance plot is skipped when ``importances`` is empty (e.g. a baseline without one).
@@ -143,10 +146,10 @@ def save_all(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, im
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     builders = {
-        "roc_curves": lambda: roc_curves(y, probabilities),
-        "pr_curves": lambda: pr_curves(y, probabilities),
-        "confusion_matrix": lambda: confusion_matrix_plot(y, predicted),
-        "calibration": lambda: calibration_plot(y, probabilities),
+        "roc_curves": lambda: roc_curves(y, probabilities, classes),
+        "pr_curves": lambda: pr_curves(y, probabilities, classes),
+        "confusion_matrix": lambda: confusion_matrix_plot(y, predicted, classes),
+        "calibration": lambda: calibration_plot(y, probabilities, classes=classes),
     }
     if importances:
         builders["feature_importance"] = lambda: feature_importance_plot(feature_names, importances)

@@ -28,6 +28,7 @@ from activity.commands.train import _TrainingProgress
 
 class Target(StrEnum):
     change = "change"
+    active = "active"
 
 
 def backtest(
@@ -37,7 +38,8 @@ def backtest(
     amount: AmountColumn = "amount",
     transaction: TransactionColumn = None,
     target: Annotated[Target, typer.Option(help=(
-        "What is predicted: change = grow, hold or cut back over the horizon (model_contract.labels)."))]
+        "What is predicted: change = grow, hold or cut back over the horizon; active = any transaction in it "
+        "(model_contract.labels)."))]
     = Target.change,
     horizon_days: Annotated[int | None, typer.Option(help="The label horizon (default: training.horizon_days).")]
     = None,

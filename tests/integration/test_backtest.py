@@ -98,6 +98,30 @@ def test_a_ledger_is_backtested_through_the_platforms_own_path(ledger: Path, set
     mlflow.end_run()
 
 
+def test_the_active_target_from_the_command_line(ledger: Path, settings: Settings, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`activity backtest --target active`: two classes, every baseline, the JSON line last."""
+    from activity.cli import app
+    from model_contract import registry
+
+    monkeypatch.setenv("ACTIVITY_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ACTIVITY_SPARK__MASTER", "local[2]")
+    result = CliRunner().invoke(app, ["backtest", str(ledger), "--customer", "client", "--time", "when",
+                                      "--amount", "value", "--target", "active", "--horizon-days", "30",
+                                      "--work-dir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert tuple(summary) == SUMMARY_KEYS
+    assert summary["target"] == "active" and summary["horizon_days"] == 30
+    assert summary["model_auc"] > 0.7 and summary["bgnbd_auc"] > 0.6  # who buys again is learnable here
+    assert summary["best_baseline"] in {"persistence", "recency_frequency", "bg_nbd"}
+    client = registry.client(settings)
+    run = client.search_runs([client.get_experiment_by_name(f"{settings.mlflow.experiment}-backtest")
+                              .experiment_id], "params.target = 'active'")[0]
+    assert "f1_inactive" in run.data.metrics and "f1_decline" not in run.data.metrics
+    assert run.data.metrics["bg_nbd_roc_auc"] == pytest.approx(summary["bgnbd_auc"], abs=1e-4)
+
+
 def test_the_command_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from activity.cli import app
 

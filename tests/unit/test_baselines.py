@@ -30,6 +30,7 @@ from training.baselines import (
     PersistenceBaseline,
     RecencyFrequencyBaseline,
     bgnbd_expected_purchases,
+    bgnbd_p_active,
     fit_baselines,
     fit_bgnbd_params,
 )
@@ -193,6 +194,41 @@ def simulate_bgnbd(params: dict[str, float], customers: int, seed: int) -> pd.Da
     return pd.DataFrame({"frequency": frequency, "recency": recency, "T": age})
 
 
+def simulate_bgnbd_next(params: dict[str, float], customers: int, future_t: float, seed: int
+                        ) -> tuple[pd.DataFrame, np.ndarray]:
+    """RFM at each customer's age and whether they buy again in the ``future_t`` after it (the BG/NBD story)."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(params["r"], 1 / params["alpha"], customers)
+    dropout = rng.beta(params["a"], params["b"], customers)
+    age = rng.uniform(60, 200, customers)
+    clock, frequency, recency = np.zeros(customers), np.zeros(customers), np.zeros(customers)
+    bought_next = np.zeros(customers, dtype=bool)
+    alive = np.ones(customers, dtype=bool)
+    while alive.any():
+        clock = np.where(alive, clock + rng.exponential(1 / np.maximum(rate, 1e-12)), clock)
+        within = alive & (clock <= age)
+        bought_next |= alive & (clock > age) & (clock <= age + future_t)
+        frequency, recency = frequency + within, np.where(within, clock, recency)
+        alive = within & (rng.random(customers) >= dropout)  # after the age, the first purchase settles it
+    return pd.DataFrame({"frequency": frequency, "recency": recency, "T": age}), bought_next
+
+
+def test_bgnbd_probability_of_activity_matches_the_bgnbd_story() -> None:
+    """Customers drawn from BG/NBD itself: P(any purchase in the next t) is calibrated and ranks well."""
+    truth = {"r": 0.8, "alpha": 12.0, "a": 0.6, "b": 2.5}
+    rfm, bought = simulate_bgnbd_next(truth, customers=60_000, future_t=30.0, seed=5)
+    p = bgnbd_p_active(truth, rfm["frequency"], rfm["recency"], rfm["T"], 30.0)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert p.mean() == pytest.approx(bought.mean(), abs=0.01)
+    for low, high in ((0.0, 0.2), (0.2, 0.5), (0.5, 1.0)):
+        rows = (p >= low) & (p < high)
+        assert rows.sum() > 1_000 and p[rows].mean() == pytest.approx(bought[rows].mean(), abs=0.02), (low, high)
+    assert roc_auc_score(bought, p) > 0.75
+    # the expected count's Poisson view over-states activity: it ignores the customers already gone
+    naive = -np.expm1(-bgnbd_expected_purchases(truth, rfm["frequency"], rfm["recency"], rfm["T"], 30.0))
+    assert abs(p.mean() - bought.mean()) < abs(naive.mean() - bought.mean())
+
+
 def test_bgnbd_maximum_likelihood_recovers_the_parameters() -> None:
     truth = {"r": 1.2, "alpha": 8.0, "a": 0.7, "b": 3.5}
     fitted = fit_bgnbd_params(simulate_bgnbd(truth, customers=8_000, seed=1))
@@ -206,6 +242,29 @@ def test_bgnbd_baseline_ranks_better_than_chance(data: Simulated) -> None:
     probabilities = baseline.predict_proba(data.test)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
     assert macro_auc(data.test, probabilities) > 0.65
+
+
+def as_active_target(frame: pd.DataFrame) -> pd.DataFrame:
+    index = (frame["next"] > 0).astype(np.int64)
+    return frame.assign(label_index=index, label=np.where(index == 1, "active", "inactive"))
+
+
+def test_every_baseline_fits_the_active_target_with_two_classes(data: Simulated) -> None:
+    policy = replace(POLICY, target="active")
+    train, validation, test = (as_active_target(part) for part in (data.train, data.validation, data.test))
+    baselines = fit_baselines(train, validation, data.daily, policy)
+    assert not baselines.skipped
+    for name, baseline in baselines.fitted.items():
+        probabilities = baseline.predict_proba(test)
+        assert probabilities.shape == (len(test), 2), name
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
+        assert set(np.unique(baseline.predict(test))) <= {0, 1}
+    persistence = baselines.fitted["persistence"].predict(test)
+    assert (persistence == (test["previous"] > 0)).all()  # "nothing changes": active again if active before
+    for name in ("recency_frequency", "bg_nbd"):
+        assert roc_auc_score(test["label_index"], baselines.fitted[name].predict_proba(test)[:, 1]) > 0.7, name
+    oracle = OracleClassifier(data.population, policy).predict_proba(test)
+    assert oracle.shape == (len(test), 2) and roc_auc_score(test["label_index"], oracle[:, 1]) > 0.8
 
 
 def test_every_baseline_is_fitted_and_scores_the_test_rows(data: Simulated) -> None:

@@ -65,3 +65,23 @@ def test_labelled_rows_carry_their_as_of_as_epoch_days_and_its_midnight_for_feas
     assert epoch_days(noon).tolist() == [D0 + 5]  # a mid-day time belongs to its calendar day
     empty = label_activity_change(history, np.array([], dtype=np.int64), policy)
     assert empty.empty and empty["as_of_day"].dtype == np.int64
+
+
+def test_the_active_target_labels_any_transaction_in_the_next_horizon() -> None:
+    policy = LabelPolicy(horizon_days=10, target="active")
+    history = daily([("buyer", D0 + 1, 2), ("buyer", D0 + 19, 1), ("lapsed", D0 + 2, 8), ("late", D0 + 3, 1),
+                     ("late", D0 + 20, 5)])
+    labels = label_activity_change(history, np.array([D0 + 10]), policy).set_index("customer_id")
+    assert policy.classes == ("inactive", "active")
+    assert labels.loc["buyer", "label"] == "active" and labels.loc["buyer", "label_index"] == 1
+    assert labels.loc["lapsed", "label"] == "inactive" and labels.loc["lapsed", "label_index"] == 0
+    assert labels.loc["late", "label"] == "inactive"  # day D0 + 20 is past the window D0+10 .. D0+19
+    change = label_activity_change(history, np.array([D0 + 10]), LabelPolicy(horizon_days=10))
+    assert (change["next"].to_numpy() == labels.loc[change["customer_id"], "next"].to_numpy()).all()
+
+
+def test_an_unknown_target_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="target 'churn'"):
+        LabelPolicy(target="churn")
