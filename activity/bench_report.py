@@ -308,7 +308,7 @@ def checks(name: str, figures: dict[str, Any], samples: dict[str, Any] | None = 
         return out
     if name == "backtest":
         wins, total = f("model_wins"), f("runs_total")
-        return [Check("runs where the ensemble beats every baseline on ROC-AUC and macro-F1",
+        return [Check("runs where the model (the hybrid) beats every baseline on ROC-AUC and macro-F1",
                       f"{_fmt(wins)} of {_fmt(total)}", "all",
                       None if wins is None or not total else wins == total, ("model_wins", "runs_total"))]
     if name == "estimate":
@@ -443,7 +443,7 @@ def _section(r: BenchResult, quick: bool) -> list[str]:
               if key not in used and not isinstance(value, list | dict)]
     lines.append("")
     if r.name == "backtest" and isinstance(r.figures.get("runs"), list):
-        lines += ["| data set | target | horizon (days) | customers | ensemble ROC-AUC / macro-F1 | BG/NBD | "
+        lines += ["| data set | target | horizon (days) | customers | model ROC-AUC / macro-F1 | BG/NBD | "
                   "best baseline | beats all |", "| --- | --- | ---: | ---: | --- | --- | --- | --- |"]
         lines += [f"| {run.get('dataset')} | {run.get('target')} | {_fmt(run.get('horizon_days'))} | "
                   f"{_fmt(run.get('customers'))} | {_fmt(run.get('model_auc'))} / {_fmt(run.get('model_macro_f1'))} | "

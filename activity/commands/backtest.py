@@ -78,7 +78,7 @@ def backtest(
     for name, m in report.metrics.items():
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in
                               ("roc_auc", "macro_f1", "pr_auc", "log_loss", "ece")),
-                      style="bold" if name == "ensemble" else None)
+                      style="bold" if name == report.model else None)
     console.print(table)
     console.print(f"[dim]MLflow run {report.run_id}[/dim]")
     print(json.dumps(report.summary()), flush=True)

@@ -163,7 +163,7 @@ def test_backtest_runs_are_a_table_of_their_own(tmp_path: Path) -> None:
     markdown = write_report([canned(tmp_path, "backtest")], tmp_path, quick=False,
                             started=datetime.now(UTC)).read_text()
     backtest = section(markdown, "backtest")
-    assert row(backtest, "runs where the ensemble beats every baseline on ROC-AUC and macro-F1")[1:] == [
+    assert row(backtest, "runs where the model (the hybrid) beats every baseline on ROC-AUC and macro-F1")[1:] == [
         "1 of 2", "all", "**missed**"]
     assert row(backtest, "cdnow")[1:] == ["change", "90", "23,570", "0.82 / 0.65", "0.856 / 0.668",
                                           "bg_nbd 0.856 / 0.668", "**missed**"]

@@ -60,3 +60,14 @@ def test_the_ensemble_fits_and_scores_the_active_target() -> None:
     assert metrics.roc_auc == np.float64(roc_auc_score(test_y, fitted.ensemble.predict_proba(test_x)[:, 1]))
     assert metrics.roc_auc > 0.8 and set(metrics.f1) == {"inactive", "active"}
     assert "f1_inactive" in metrics.as_dict() and "share_active" in metrics.as_dict()
+
+
+def test_training_for_the_scorer_refuses_a_target_it_does_not_serve(tmp_path) -> None:  # pytest fixture
+    import pytest
+
+    from activity_settings import load_settings
+    from training.pipeline import check_servable
+
+    check_servable(load_settings(data_dir=tmp_path))
+    with pytest.raises(ValueError, match="training.target='active'.*activity backtest --target active"):
+        check_servable(load_settings(data_dir=tmp_path, training={"target": "active"}))
