@@ -29,7 +29,7 @@ from activity_settings import Settings
 from features.state import ENTITY_KEY
 from features.store import FeatureWriter
 from model_contract import registry
-from model_contract.evaluate import Metrics, comparison_table, evaluate, markdown_table
+from model_contract.evaluate import Metrics, comparison_table, markdown_table
 from model_contract.labels import TARGETS
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
@@ -194,11 +194,11 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
     with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
         baselines = fit_baselines(train, validation, daily, policy_of(cfg))
     with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
-        results = evaluate_all(fitted, baselines.fitted, test)
+        scored: dict[str, Any] = {}  # models scored on entity frames, like the baselines
         if BgNbdBaseline.name in baselines.fitted:  # the hybrid: BG/NBD as a third member of the stacker
-            hybrid = HybridModel.fit(fitted.ensemble, baselines.fitted[BgNbdBaseline.name], validation)
-            results = {"hybrid": evaluate(test["label_index"].to_numpy(), hybrid.predict_proba(test),
-                                          hybrid.predict(test), policy_of(cfg).classes)} | results
+            scored[HybridModel.name] = HybridModel.fit(fitted.ensemble, baselines.fitted[BgNbdBaseline.name],
+                                                       validation)
+        results = evaluate_all(fitted, scored | baselines.fitted, test)
 
     report = BacktestReport(
         target=target, horizon_days=cfg.training.horizon_days, records=table.num_rows, rejected=dict(rejected),

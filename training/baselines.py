@@ -258,9 +258,12 @@ class BgNbdBaseline:
         fitted.decision_weights = _tune(fitted.predict_proba(validation), validation[LABEL].to_numpy(dtype=np.int64))
         return fitted
 
+    def _rfm(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.history.rfm(frame[ENTITY_KEY].to_numpy(dtype=object), as_of_days(frame))
+
     def expected_next(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected transactions in each row's next ``horizon_days`` from its history before ``as_of``."""
-        rfm = self.history.rfm(frame[ENTITY_KEY].to_numpy(dtype=object), as_of_days(frame))
+        rfm = self._rfm(frame)
         days = bgnbd_expected_purchases(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
                                         float(self.policy.horizon_days))
         per_day = np.divide(rfm["count"], rfm["active_days"], out=np.ones(len(rfm)), where=rfm["active_days"] > 0)
@@ -268,7 +271,7 @@ class BgNbdBaseline:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.policy.target == "active":
-            rfm = self.history.rfm(frame[ENTITY_KEY].to_numpy(dtype=object), as_of_days(frame))
+            rfm = self._rfm(frame)
             active = bgnbd_p_active(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
                                     float(self.policy.horizon_days))
             return np.column_stack([1.0 - active, active])

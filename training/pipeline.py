@@ -157,7 +157,9 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
 
 
 def evaluate_all(fitted: FittedModels, baselines: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
-    """The ensemble, each of its members alone and every baseline, scored on the same test rows."""
+    """The ensemble, each of its members alone and every baseline, scored on the same test rows.
+
+    ``baselines`` holds whatever scores entity frames (``predict_proba(frame)``): the backtest's hybrid too."""
     x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
     classes = fitted.ensemble.classes
     results = {"ensemble": evaluate(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),

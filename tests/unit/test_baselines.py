@@ -178,25 +178,10 @@ def test_bgnbd_expectation_equals_the_textbook_form() -> None:
     assert np.isfinite(heavy).all() and 20 < heavy[0] < 40  # a daily shopper: about a purchase a day
 
 
-def simulate_bgnbd(params: dict[str, float], customers: int, seed: int) -> pd.DataFrame:
-    """RFM of customers drawn from the BG/NBD story: Poisson purchases, a coin after each repeat purchase."""
-    rng = np.random.default_rng(seed)
-    rate = rng.gamma(params["r"], 1 / params["alpha"], customers)
-    dropout = rng.beta(params["a"], params["b"], customers)
-    age = rng.uniform(60, 200, customers)
-    clock, frequency, recency = np.zeros(customers), np.zeros(customers), np.zeros(customers)
-    active = np.ones(customers, dtype=bool)
-    while active.any():
-        clock = np.where(active, clock + rng.exponential(1 / np.maximum(rate, 1e-12)), clock)
-        active &= clock <= age
-        frequency, recency = frequency + active, np.where(active, clock, recency)
-        active &= rng.random(customers) >= dropout
-    return pd.DataFrame({"frequency": frequency, "recency": recency, "T": age})
-
-
-def simulate_bgnbd_next(params: dict[str, float], customers: int, future_t: float, seed: int
-                        ) -> tuple[pd.DataFrame, np.ndarray]:
-    """RFM at each customer's age and whether they buy again in the ``future_t`` after it (the BG/NBD story)."""
+def simulate_bgnbd(params: dict[str, float], customers: int, seed: int, future_t: float = 0.0
+                   ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers drawn from the BG/NBD story (Poisson purchases, a coin after each repeat purchase): their RFM
+    at their age and whether they buy again in the ``future_t`` after it."""
     rng = np.random.default_rng(seed)
     rate = rng.gamma(params["r"], 1 / params["alpha"], customers)
     dropout = rng.beta(params["a"], params["b"], customers)
@@ -216,7 +201,7 @@ def simulate_bgnbd_next(params: dict[str, float], customers: int, future_t: floa
 def test_bgnbd_probability_of_activity_matches_the_bgnbd_story() -> None:
     """Customers drawn from BG/NBD itself: P(any purchase in the next t) is calibrated and ranks well."""
     truth = {"r": 0.8, "alpha": 12.0, "a": 0.6, "b": 2.5}
-    rfm, bought = simulate_bgnbd_next(truth, customers=60_000, future_t=30.0, seed=5)
+    rfm, bought = simulate_bgnbd(truth, customers=60_000, seed=5, future_t=30.0)
     p = bgnbd_p_active(truth, rfm["frequency"], rfm["recency"], rfm["T"], 30.0)
     assert ((p >= 0) & (p <= 1)).all()
     assert p.mean() == pytest.approx(bought.mean(), abs=0.01)
@@ -231,7 +216,7 @@ def test_bgnbd_probability_of_activity_matches_the_bgnbd_story() -> None:
 
 def test_bgnbd_maximum_likelihood_recovers_the_parameters() -> None:
     truth = {"r": 1.2, "alpha": 8.0, "a": 0.7, "b": 3.5}
-    fitted = fit_bgnbd_params(simulate_bgnbd(truth, customers=8_000, seed=1))
+    fitted = fit_bgnbd_params(simulate_bgnbd(truth, customers=8_000, seed=1)[0])
     for name, value in truth.items():
         assert fitted[name] == pytest.approx(value, rel=0.3), name
 
