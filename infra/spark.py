@@ -48,6 +48,9 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,  # workers run this environment's Python
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # JSON with a repeated key keeps the last value, as the contract's Python validator does
+        # (streaming.contract_sql parses to VARIANT, which otherwise rejects the record)
+        "spark.sql.variant.allowDuplicateKeys": "true",
         "spark.sql.warehouse.dir": str(settings.home / "spark" / "warehouse"),
         "spark.driver.extraJavaOptions":
             f"-Dderby.system.home={settings.home / 'spark'} -Dlog4j2.configurationFile={LOG4J2}",

@@ -158,7 +158,7 @@ class InvalidEvent:
 
 def format_event_time(moment: datetime) -> str:
     """ISO 8601 in UTC with millisecond precision and a ``Z`` suffix."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def parse_event_time(text: str) -> datetime | None:
