@@ -33,7 +33,7 @@ from model_contract.evaluate import Metrics, comparison_table, markdown_table
 from model_contract.labels import TARGETS
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
-from training.baselines import BgNbdBaseline, fit_baselines
+from training.baselines import BgNbdBaseline, PersistenceBaseline, fit_baselines
 from training.hybrid import HybridModel
 from training.pipeline import (
     Reporter,
@@ -109,6 +109,51 @@ class BacktestReport:
             "best_baseline_auc": _round(self.metrics[best]["roc_auc"]),
             "best_baseline_macro_f1": _round(self.metrics[best]["macro_f1"]),
         }
+
+
+def count_metrics(test: pd.DataFrame, scores: dict[str, np.ndarray], counts: dict[str, np.ndarray]
+                  ) -> dict[str, dict[str, float]]:
+    """How each model ranks and counts the test rows' actual purchases in the horizon (``test["next"]``).
+
+    ``count_spearman``: Spearman's rank correlation of the model's predicted count, or of its
+    probability of activity where it predicts no count, with the actual count. ``count_mae``: mean
+    absolute error of the predicted count (NaN for a model without one).
+    """
+    from scipy.stats import spearmanr
+
+    actual = test["next"].to_numpy(dtype=np.float64)
+    figures = {}
+    for name, score in scores.items():
+        predicted = counts.get(name)
+        ranked = np.asarray(predicted if predicted is not None else score, dtype=np.float64)
+        rho = float(spearmanr(ranked, actual).statistic) if np.ptp(ranked) > 0 and np.ptp(actual) > 0 else math.nan
+        mae = float(np.mean(np.abs(predicted - actual))) if predicted is not None else math.nan
+        figures[name] = {"count_spearman": rho, "count_mae": mae}
+    return figures
+
+
+def _count_predictions(fitted: Any, scored: dict[str, Any], test: pd.DataFrame
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(P(active) per model, predicted purchases in the horizon for the models that have a count).
+
+    Counts: persistence says the last horizon's again; BG/NBD its conditional expectation; the
+    hybrid its own probability of any purchase times BG/NBD's expected count given one.
+    """
+    x_test = as_matrix(test)
+    scores = {"ensemble": fitted.ensemble.predict_proba(x_test)[:, 1]}
+    scores |= {name: single.predict_proba(x_test)[:, 1] for name, single in fitted.singles.items()}
+    scores |= {name: model.predict_proba(test)[:, 1] for name, model in scored.items()}
+    counts = ({PersistenceBaseline.name: test["previous"].to_numpy(dtype=np.float64)}
+              if PersistenceBaseline.name in scored else {})
+    bgnbd = scored.get(BgNbdBaseline.name)
+    if bgnbd is not None:
+        expected = np.asarray(bgnbd.expected_next(test), dtype=np.float64)
+        counts[BgNbdBaseline.name] = expected
+        if HybridModel.name in scores:
+            given_any = np.divide(expected, scores[BgNbdBaseline.name], out=np.ones_like(expected),
+                                  where=scores[BgNbdBaseline.name] > 1e-12)
+            counts[HybridModel.name] = scores[HybridModel.name] * np.maximum(given_any, 1.0)
+    return scores, counts
 
 
 def _finite(value: float) -> float:
@@ -199,13 +244,16 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
             scored[HybridModel.name] = HybridModel.fit(fitted.ensemble, baselines.fitted[BgNbdBaseline.name],
                                                        validation)
         results = evaluate_all(fitted, scored | baselines.fitted, test)
+        counts = (count_metrics(test, *_count_predictions(fitted, scored | baselines.fitted, test))
+                  if target == "active" else {})
 
     report = BacktestReport(
         target=target, horizon_days=cfg.training.horizon_days, records=table.num_rows, rejected=dict(rejected),
         events=summary.events, customers=summary.customers, rows=rows,
         windows={name: f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
                  (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
-        metrics={name: result.as_dict() for name, result in results.items()}, skipped=baselines.skipped,
+        metrics={name: result.as_dict() | counts.get(name, {}) for name, result in results.items()},
+        skipped=baselines.skipped,
         timings=timings)
     with timed_step(timings, "log", reporter, f"MLflow experiment {experiment}-backtest"):
         report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, test)

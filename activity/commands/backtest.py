@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Column, Table
@@ -24,6 +24,9 @@ from activity.commands.common import (
     settings,
 )
 from activity.commands.train import _TrainingProgress
+
+if TYPE_CHECKING:
+    from training.backtest import BacktestReport
 
 
 class Target(StrEnum):
@@ -72,13 +75,20 @@ def backtest(
                                                               sorted(report.rejected.items())))
     for name, reason in report.skipped.items():
         console.print(f"[yellow]{name} skipped[/yellow]: {reason}")
-    table = Table(Column("model", no_wrap=True), "ROC-AUC", "macro-F1", "PR-AUC", "log loss", "ECE",
-                  title=f"{report.target} over {report.horizon_days} days, test {report.windows['test']}: "
-                        f"{report.rows['test']:,} rows of {report.customers:,} customers")
-    for name, m in report.metrics.items():
-        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in
-                              ("roc_auc", "macro_f1", "pr_auc", "log_loss", "ece")),
-                      style="bold" if name == report.model else None)
-    console.print(table)
+    columns = {"roc_auc": "ROC-AUC", "macro_f1": "macro-F1", "pr_auc": "PR-AUC", "log_loss": "log loss", "ece": "ECE"}
+    title = (f"{report.target} over {report.horizon_days} days, test {report.windows['test']}: "
+             f"{report.rows['test']:,} rows of {report.customers:,} customers")
+    console.print(_metrics_table(report, columns, title))
+    if report.target == "active":  # how the predicted purchase counts rank and match the actual ones
+        console.print(_metrics_table(report, {"count_spearman": "Spearman", "count_mae": "MAE"},
+                                     "purchases in the horizon: predicted count (or P(active)) vs actual"))
     console.print(f"[dim]MLflow run {report.run_id}[/dim]")
     print(json.dumps(report.summary()), flush=True)
+
+
+def _metrics_table(report: BacktestReport, columns: dict[str, str], title: str) -> Table:
+    table = Table(Column("model", no_wrap=True), *columns.values(), title=title)
+    for name, m in report.metrics.items():
+        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in columns),
+                      style="bold" if name == report.model else None)
+    return table

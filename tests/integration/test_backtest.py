@@ -120,6 +120,11 @@ def test_the_active_target_from_the_command_line(ledger: Path, settings: Setting
                               .experiment_id], "params.target = 'active'")[0]
     assert "f1_inactive" in run.data.metrics and "f1_decline" not in run.data.metrics
     assert run.data.metrics["bg_nbd_roc_auc"] == pytest.approx(summary["bgnbd_auc"], abs=1e-4)
+    # predicted purchase counts against the actual ones: BG/NBD's, the hybrid's and persistence's
+    for name in ("bg_nbd", "hybrid", "persistence"):
+        assert run.data.metrics[f"{name}_count_mae"] >= 0
+        assert run.data.metrics[f"{name}_count_spearman"] > 0.2, name
+    assert "Spearman" in result.output and "purchases in the horizon" in result.output
 
 
 def test_the_command_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
