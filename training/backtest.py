@@ -37,11 +37,11 @@ from training.baselines import BgNbdBaseline, PersistenceBaseline, fit_baselines
 from training.hybrid import HybridModel
 from training.pipeline import (
     Reporter,
-    as_of_date,
     build_training_data,
     evaluate_all,
     fit_models,
     policy_of,
+    split_windows,
     timed_step,
 )
 from training.plots import save_all
@@ -250,8 +250,7 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
     report = BacktestReport(
         target=target, horizon_days=cfg.training.horizon_days, records=table.num_rows, rejected=dict(rejected),
         events=summary.events, customers=summary.customers, rows=rows,
-        windows={name: f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
-                 (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
+        windows=split_windows(data.split),
         metrics={name: result.as_dict() | counts.get(name, {}) for name, result in results.items()},
         skipped=baselines.skipped,
         timings=timings)

@@ -71,8 +71,8 @@ class TrainingData:
     retrieval_s: float = 0.0
 
     def part(self, name: str) -> pd.DataFrame:
-        days = getattr(self.split, name)
-        return self.frame[np.isin(as_of_days(self.frame), days)].reset_index(drop=True)
+        rows = self.split.rows(name, as_of_days(self.frame), self.frame[ENTITY_KEY].to_numpy())
+        return self.frame[rows].reset_index(drop=True)
 
 
 @dataclass
@@ -119,10 +119,10 @@ def build_training_data(settings: Settings, store: Any = None, daily: pd.DataFra
         kept = sample_customers(entities[[ENTITY_KEY]].drop_duplicates(), t.max_rows / len(entities), t.model.seed)
         entities = entities[entities[ENTITY_KEY].isin(kept[ENTITY_KEY])].reset_index(drop=True)
         daily = daily[daily[ENTITY_KEY].isin(kept[ENTITY_KEY])].reset_index(drop=True)
-    entity_days = as_of_days(entities)
+    entity_days, entity_customers = as_of_days(entities), entities[ENTITY_KEY].to_numpy()
     classes = policy.classes
     for name in ("train", "validation"):
-        present = set(entities.loc[np.isin(entity_days, getattr(split, name)), "label_index"].unique())
+        present = set(entities.loc[split.rows(name, entity_days, entity_customers), "label_index"].unique())
         if len(present) < len(classes):
             missing = [classes[i] for i in range(len(classes)) if i not in present]
             advice = ("adjust training.decline_below / training.growth_above" if policy.target == "change"
@@ -274,8 +274,7 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
         **{f"model_{k}": v for k, v in t.model.model_dump().items()},
         "decision_weights": json.dumps(np.round(fitted.ensemble.decision_weights, 4).tolist()),
         **{f"{name}_rows": len(data.part(name)) for name in ("train", "validation", "test")},
-        **{f"{name}_as_of": f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
-           (("train", data.split.train), ("validation", data.split.validation), ("test", data.split.test))},
+        **{f"{name}_as_of": window for name, window in split_windows(data.split).items()},
     })
     flat = {}
     for name, figures in ((n, r.as_dict()) for n, r in results.items()):
@@ -312,6 +311,15 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
     onnx_path = save(ensemble_to_onnx(fitted.ensemble), workdir / ONNX_FILE)
     fallback_path = save(fallback_to_onnx(fitted.ensemble), workdir / FALLBACK_ONNX_FILE)
     return log_model(fitted.ensemble, onnx_path, fallback_path, test.head(50), workdir / "model")
+
+
+def split_windows(split: TimeSplit) -> dict[str, str]:
+    """Each split's as_of dates, "first..last"; a held-out validation says so."""
+    windows = {name: f"{as_of_date(days.min())}..{as_of_date(days.max())}" for name, days in
+               (("train", split.train), ("validation", split.validation), ("test", split.test))}
+    if split.held_out_share:
+        windows["validation"] += f", {split.held_out_share:.0%} of the customers held out of training"
+    return windows
 
 
 def as_of_date(epoch_day: Any) -> str:

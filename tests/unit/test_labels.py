@@ -53,6 +53,27 @@ def test_time_split_keeps_a_horizon_between_splits() -> None:
     assert split.validation.max() + 30 <= split.test.min()
 
 
+def test_a_long_horizon_holds_customers_out_for_validation_and_tests_a_horizon_later() -> None:
+    """182 days on 18 months: the grid spans one horizon, too short for three periods a horizon apart."""
+    policy = LabelPolicy(horizon_days=182)
+    grid = as_of_grid(D0, D0 + 545, policy, grid_days=7)
+    split = split_by_time(grid, horizon_days=182)
+    assert split.held_out_share == 0.2
+    assert len(split.train) and len(split.test)
+    np.testing.assert_array_equal(split.validation, split.train)  # validation on training's own dates
+    assert split.train.max() + 182 <= split.test.min()  # no training or validation label reaches test
+    customers = np.array([f"c{i}" for i in range(5_000)], dtype=object)
+    as_of = np.full(len(customers), split.train[0])
+    train, validation = split.rows("train", as_of, customers), split.rows("validation", as_of, customers)
+    assert not (train & validation).any() and (train | validation).all()
+    assert 0.17 < validation.mean() < 0.23
+    again = split_by_time(grid, horizon_days=182).rows("validation", as_of, customers)
+    np.testing.assert_array_equal(again, validation)  # the same customers in every run
+    assert not split.rows("test", as_of, customers).any()
+    # a short horizon on the same history keeps the split by time
+    assert split_by_time(as_of_grid(D0, D0 + 545, LabelPolicy(horizon_days=90), 7), 90).held_out_share == 0
+
+
 def test_labelled_rows_carry_their_as_of_as_epoch_days_and_its_midnight_for_feast() -> None:
     policy = LabelPolicy(horizon_days=5)
     history = daily([("a", D0, 1), ("a", D0 + 9, 2), ("b", D0 + 1, 3)])
