@@ -156,18 +156,19 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
     return combine(forest, booster, as_matrix(validation), y_validation, params, classes)
 
 
-def evaluate_all(fitted: FittedModels, baselines: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
-    """The ensemble, each of its members alone and every baseline, scored on the same test rows.
+def evaluate_all(fitted: FittedModels, scored: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
+    """The ensemble, each of its members alone and every model in ``scored``, on the same test rows.
 
-    ``baselines`` holds whatever scores entity frames (``predict_proba(frame)``): the backtest's hybrid too."""
+    ``scored`` holds whatever scores entity frames (``predict_proba(frame)``): the baselines, and
+    the backtest's hybrid."""
     x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
     classes = fitted.ensemble.classes
     results = {"ensemble": evaluate(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),
                                     classes)}
     for name, single in fitted.singles.items():
         results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test), classes)
-    for name, baseline in baselines.items():
-        results[name] = evaluate(y_test, baseline.predict_proba(test), baseline.predict(test), classes)
+    for name, model in scored.items():
+        results[name] = evaluate(y_test, model.predict_proba(test), model.predict(test), classes)
     return results
 
 
