@@ -211,8 +211,6 @@ def validate(raw: DataFrame, earliest: datetime = EARLIEST_EVENT_TIME) -> DataFr
 
     event_text = string("event_time")
     instant = _event_instant(event_text)
-    now = F.current_timestamp()
-    earliest_us = (earliest.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     shown_instant = F.date_format(instant, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
     sign_rule = F.when(kind == PURCHASE, _text("zero or positive")).otherwise(_text("zero or negative"))
     rules: list[tuple[Column, ErrorCode, Column]] = [
@@ -248,9 +246,9 @@ def validate(raw: DataFrame, earliest: datetime = EARLIEST_EVENT_TIME) -> DataFr
         (instant.isNull(), ErrorCode.INVALID_TIMESTAMP,
          F.concat(_text("event_time "), pyrepr(F.substring(event_text, 1, 60)),
                   _text(" is not ISO 8601 with an offset"))),
-        (instant > now + F.make_dt_interval(F.lit(0), F.lit(0), F.lit(0), F.lit(MAX_FUTURE.total_seconds())),
+        (instant > _latest_allowed(),
          ErrorCode.FUTURE_TIMESTAMP, F.concat(_text("event_time "), shown_instant, _text(" is in the future"))),
-        (F.unix_micros(instant) < F.lit(earliest_us), ErrorCode.STALE_TIMESTAMP,
+        (F.unix_micros(instant) < _micros(earliest), ErrorCode.STALE_TIMESTAMP,
          F.concat(_text("event_time "), shown_instant, _text(" is too old"))),
         (~string("merchant_category").isin(*MERCHANT_CATEGORIES), ErrorCode.INVALID_CATEGORY,
          F.concat(_text("merchant_category "), pyrepr(F.substring(string("merchant_category"), 1, 40)),
@@ -279,6 +277,16 @@ def validate(raw: DataFrame, earliest: datetime = EARLIEST_EVENT_TIME) -> DataFr
         result["error_code"].alias("error_code"), result["error_message"].alias("error_message"),
         *(result[name].alias(name) for name in _EVENT_FIELDS),
     )
+
+
+def _latest_allowed() -> Column:
+    """The latest valid event time: now (the query's), plus ``MAX_FUTURE``."""
+    return F.current_timestamp() + F.make_dt_interval(F.lit(0), F.lit(0), F.lit(0), F.lit(MAX_FUTURE.total_seconds()))
+
+
+def _micros(moment: datetime) -> Column:
+    """``moment`` as microseconds since the epoch, a literal to compare ``unix_micros`` with."""
+    return F.lit((moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
 
 
 def _first_wrong_type(version: int, typed) -> Column:  # noqa: ANN001 - name -> its JSON type column
@@ -351,8 +359,6 @@ def _fast_path(frame: DataFrame, doc: Column, earliest: datetime) -> DataFrame:
     kind = F.coalesce(e["kind"], F.lit(PURCHASE))
     amount = e["amount"]
     instant = F.when(e["event_time"].rlike(_FAST_TIME), e["event_time"].try_cast("timestamp"))
-    earliest_us = (earliest.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    future = F.current_timestamp() + F.make_dt_interval(F.lit(0), F.lit(0), F.lit(0), F.lit(MAX_FUTURE.total_seconds()))
     ok = (
         (e["schema_version"] == F.col("_fast_version"))
         & e["transaction_id"].rlike(whole(ID_PATTERN.pattern)) & e["customer_id"].rlike(whole(ID_PATTERN.pattern))
@@ -362,7 +368,7 @@ def _fast_path(frame: DataFrame, doc: Column, earliest: datetime) -> DataFrame:
         & F.when(F.col("_fast_version") == 1, amount > 0).otherwise(F.lit(True))
         & F.when(kind == PURCHASE, amount >= 0).otherwise(amount <= 0)
         & e["currency"].rlike(whole(CURRENCY_PATTERN.pattern))
-        & (instant <= future) & (F.unix_micros(instant) >= F.lit(earliest_us))
+        & (instant <= _latest_allowed()) & (F.unix_micros(instant) >= _micros(earliest))
         & e["merchant_category"].isin(*MERCHANT_CATEGORIES) & e["channel"].isin(*CHANNELS)
     )
     fields = {name: e[name] for name in ("transaction_id", "customer_id", "amount", "currency", "merchant_id",
