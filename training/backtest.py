@@ -4,9 +4,9 @@ The file is read as `activity produce replay` reads it; every record is judged b
 validator (``streaming.job.parse``); the valid ones are folded into activity states by the
 backfill's code (``streaming.backfill``) in a scratch feature store; then the trainer's own steps
 run on a time split: labels, point-in-time features from Feast, the ensemble, the baselines, and the
-hybrid (``training.hybrid``: BG/NBD as a third member of the ensemble's stacker). Nothing is
-registered and no alias moves. The report judges the hybrid (the ensemble when BG/NBD could not be
-fitted) against every baseline and shows the ensemble and its members beside them, all on the
+hybrid (``training.hybrid``: BG/NBD and Pareto/NBD as members of the ensemble's stacker). Nothing is
+registered and no alias moves. The report judges the hybrid (the ensemble when neither classic model
+could be fitted) against every baseline and shows the ensemble and its members beside them, all on the
 same test window, and an MLflow run in the ``<mlflow.experiment>-backtest`` experiment keeps
 the figures, the comparison table and the plots.
 """
@@ -33,7 +33,7 @@ from model_contract.evaluate import Metrics, comparison_table, markdown_table
 from model_contract.labels import TARGETS
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
-from training.baselines import BgNbdBaseline, PersistenceBaseline, fit_baselines
+from training.baselines import CLASSIC_MODELS, BgNbdBaseline, PersistenceBaseline, fit_baselines
 from training.hybrid import HybridModel
 from training.pipeline import (
     Reporter,
@@ -136,8 +136,8 @@ def _count_predictions(fitted: Any, scored: dict[str, Any], test: pd.DataFrame
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(P(active) per model, predicted purchases in the horizon for the models that have a count).
 
-    Counts: persistence says the last horizon's again; BG/NBD its conditional expectation; the
-    hybrid its own probability of any purchase times BG/NBD's expected count given one.
+    Counts: persistence says the last horizon's again; BG/NBD and Pareto/NBD their conditional
+    expectations; the hybrid its own probability of any purchase times BG/NBD's expected count given one.
     """
     x_test = as_matrix(test)
     scores = {"ensemble": fitted.ensemble.predict_proba(x_test)[:, 1]}
@@ -145,14 +145,14 @@ def _count_predictions(fitted: Any, scored: dict[str, Any], test: pd.DataFrame
     scores |= {name: model.predict_proba(test)[:, 1] for name, model in scored.items()}
     counts = ({PersistenceBaseline.name: test["previous"].to_numpy(dtype=np.float64)}
               if PersistenceBaseline.name in scored else {})
-    bgnbd = scored.get(BgNbdBaseline.name)
-    if bgnbd is not None:
-        expected = np.asarray(bgnbd.expected_next(test), dtype=np.float64)
-        counts[BgNbdBaseline.name] = expected
-        if HybridModel.name in scores:
-            given_any = np.divide(expected, scores[BgNbdBaseline.name], out=np.ones_like(expected),
-                                  where=scores[BgNbdBaseline.name] > 1e-12)
-            counts[HybridModel.name] = scores[HybridModel.name] * np.maximum(given_any, 1.0)
+    for model in CLASSIC_MODELS:
+        if model.name in scored:
+            counts[model.name] = np.asarray(scored[model.name].expected_next(test), dtype=np.float64)
+    if BgNbdBaseline.name in counts and HybridModel.name in scores:
+        expected = counts[BgNbdBaseline.name]
+        given_any = np.divide(expected, scores[BgNbdBaseline.name], out=np.ones_like(expected),
+                              where=scores[BgNbdBaseline.name] > 1e-12)
+        counts[HybridModel.name] = scores[HybridModel.name] * np.maximum(given_any, 1.0)
     return scores, counts
 
 
@@ -236,13 +236,13 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
 
     with timed_step(timings, "fit", reporter, f"RandomForest + XGBoost on {rows['train']:,} rows"):
         fitted = fit_models(cfg, data)
-    with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
+    with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD, Pareto/NBD"):
         baselines = fit_baselines(train, validation, daily, policy_of(cfg))
     with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
         scored: dict[str, Any] = {}  # models scored on entity frames, like the baselines
-        if BgNbdBaseline.name in baselines.fitted:  # the hybrid: BG/NBD as a third member of the stacker
-            scored[HybridModel.name] = HybridModel.fit(fitted.ensemble, baselines.fitted[BgNbdBaseline.name],
-                                                       validation)
+        classics = tuple(baselines.fitted[m.name] for m in CLASSIC_MODELS if m.name in baselines.fitted)
+        if classics:  # the hybrid: the classic models as members of the stacker
+            scored[HybridModel.name] = HybridModel.fit(fitted.ensemble, classics, validation)
         results = evaluate_all(fitted, scored | baselines.fitted, test)
         counts = (count_metrics(test, *_count_predictions(fitted, scored | baselines.fitted, test))
                   if target == "active" else {})

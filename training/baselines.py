@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, Self
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from features.state import ENTITY_KEY
 from model_contract.heuristic import recency_frequency_scores
 from model_contract.labels import CLASSES, LabelPolicy
+from training import pareto_nbd
 from training.oracle import as_of_days, poisson_class_probabilities
 
 N_CLASSES = len(CLASSES)
@@ -241,13 +242,17 @@ class BgNbdBaseline:
     policy: LabelPolicy = field(default_factory=LabelPolicy)
     decision_weights: np.ndarray = field(default_factory=lambda: np.ones(N_CLASSES))
     name: ClassVar[str] = "bg_nbd"
+    estimate: ClassVar[Callable[[pd.DataFrame], dict[str, float]]] = staticmethod(fit_bgnbd_params)
+    expected_purchases: ClassVar[Callable[..., np.ndarray]] = staticmethod(bgnbd_expected_purchases)
+    p_active: ClassVar[Callable[..., np.ndarray]] = staticmethod(bgnbd_p_active)
 
     @classmethod
     def fit(cls, daily: pd.DataFrame, validation: pd.DataFrame, policy: LabelPolicy, fit_customers: int = 20_000,
-            seed: int = 0, fit_params: Callable[[pd.DataFrame], dict[str, float]] = fit_bgnbd_params
-            ) -> BgNbdBaseline:
+            seed: int = 0, fit_params: Callable[[pd.DataFrame], dict[str, float]] | None = None
+            ) -> Self:
         """``fit_customers`` caps the fit (four population parameters need no more); ``fit_params`` is the
-        estimator (maximum likelihood by default)."""
+        estimator (the model's maximum likelihood by default)."""
+        fit_params = fit_params or cls.estimate
         history = DailyHistory(daily)
         cutoff = int(as_of_days(validation).min())
         rfm = history.rfm(history.customers, np.full(len(history.customers), cutoff))
@@ -264,22 +269,38 @@ class BgNbdBaseline:
     def expected_next(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected transactions in each row's next ``horizon_days`` from its history before ``as_of``."""
         rfm = self._rfm(frame)
-        days = bgnbd_expected_purchases(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
-                                        float(self.policy.horizon_days))
+        days = self.expected_purchases(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
+                                       float(self.policy.horizon_days))
         per_day = np.divide(rfm["count"], rfm["active_days"], out=np.ones(len(rfm)), where=rfm["active_days"] > 0)
         return days * per_day
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.policy.target == "active":
             rfm = self._rfm(frame)
-            active = bgnbd_p_active(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
-                                    float(self.policy.horizon_days))
+            active = self.p_active(self.params, rfm["frequency"], rfm["recency"], rfm["T"],
+                                   float(self.policy.horizon_days))
             return np.column_stack([1.0 - active, active])
         return poisson_class_probabilities(self.expected_next(frame), frame["previous"].to_numpy(dtype=np.float64),
                                            self.policy)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return np.argmax(self.predict_proba(frame) * self.decision_weights, axis=1)
+
+
+class ParetoNbdBaseline(BgNbdBaseline):
+    """Pareto/NBD (``training.pareto_nbd``) in BG/NBD's place: the same daily history, scaling and decisions.
+
+    Its customers can drop out at any moment rather than only right after a purchase, so a long
+    silence after a single purchase reads differently from BG/NBD's.
+    """
+
+    name: ClassVar[str] = "pareto_nbd"
+    estimate: ClassVar[Callable[[pd.DataFrame], dict[str, float]]] = staticmethod(pareto_nbd.fit_params)
+    expected_purchases: ClassVar[Callable[..., np.ndarray]] = staticmethod(pareto_nbd.expected_purchases)
+    p_active: ClassVar[Callable[..., np.ndarray]] = staticmethod(pareto_nbd.p_active)
+
+
+CLASSIC_MODELS: tuple[type[BgNbdBaseline], ...] = (BgNbdBaseline, ParetoNbdBaseline)
 
 
 @dataclass(frozen=True)
@@ -289,8 +310,9 @@ class FittedBaselines:
 
 
 def fit_baselines(train: pd.DataFrame, validation: pd.DataFrame, daily: pd.DataFrame, policy: LabelPolicy,
-                  bgnbd: bool = True) -> FittedBaselines:
-    """Every baseline; a failing BG/NBD fit is reported as skipped with the reason.
+                  classic: bool = True) -> FittedBaselines:
+    """Every baseline (``classic=False`` leaves out BG/NBD and Pareto/NBD); a failing fit is reported as
+    skipped with the reason.
 
     A comparison that cannot be fitted on some data must not stop training.
     """
@@ -299,12 +321,12 @@ def fit_baselines(train: pd.DataFrame, validation: pd.DataFrame, daily: pd.DataF
         RecencyFrequencyBaseline.name: RecencyFrequencyBaseline.fit(validation, len(policy.classes)),
     }
     skipped: dict[str, str] = {}
-    reason = None if bgnbd else "disabled by the caller"
-    if reason is None:
+    for model in CLASSIC_MODELS:
+        if not classic:
+            skipped[model.name] = "disabled by the caller"
+            continue
         try:
-            fitted[BgNbdBaseline.name] = BgNbdBaseline.fit(daily, validation, policy)
+            fitted[model.name] = model.fit(daily, validation, policy)
         except Exception as error:  # see the docstring
-            reason = f"the BG/NBD fit failed ({type(error).__name__}: {error})"
-    if reason is not None:
-        skipped[BgNbdBaseline.name] = reason
+            skipped[model.name] = f"the {model.name} fit failed ({type(error).__name__}: {error})"
     return FittedBaselines(fitted=fitted, skipped=skipped)

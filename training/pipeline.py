@@ -224,7 +224,7 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
     backend = settings.training.backend
     with timed_step(timings, "fit", reporter, f"RandomForest + XGBoost on {rows['train']:,} rows ({backend})"):
         fitted = fit_models(settings, data)
-    with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD"):
+    with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD, Pareto/NBD"):
         fitted_baselines = fit_baselines(train_rows, validation, data.daily, policy_of(settings))
         baselines = fitted_baselines.fitted
         for name, reason in fitted_baselines.skipped.items():

@@ -70,7 +70,7 @@ def test_a_ledger_is_backtested_through_the_platforms_own_path(ledger: Path, set
     assert report.events == table.num_rows - 3  # the refund is valid but not a purchase
     assert report.customers == pd.read_csv(ledger)["client"].nunique() - 1  # c-broken has no valid purchase
     assert report.horizon_days == 30
-    assert set(report.metrics) == {*MODELS, "persistence", "recency_frequency", "bg_nbd"}
+    assert set(report.metrics) == {*MODELS, "persistence", "recency_frequency", "bg_nbd", "pareto_nbd"}
     assert report.metrics["ensemble"]["roc_auc"] > 0.55  # learned something, on a small history
     assert report.metrics["ensemble"]["rows"] == report.rows["test"] > 0
     summary = report.summary()
@@ -114,14 +114,14 @@ def test_the_active_target_from_the_command_line(ledger: Path, settings: Setting
     assert tuple(summary) == SUMMARY_KEYS
     assert summary["target"] == "active" and summary["horizon_days"] == 30
     assert summary["model_auc"] > 0.7 and summary["bgnbd_auc"] > 0.6  # who buys again is learnable here
-    assert summary["best_baseline"] in {"persistence", "recency_frequency", "bg_nbd"}
+    assert summary["best_baseline"] in {"persistence", "recency_frequency", "bg_nbd", "pareto_nbd"}
     client = registry.client(settings)
     run = client.search_runs([client.get_experiment_by_name(f"{settings.mlflow.experiment}-backtest")
                               .experiment_id], "params.target = 'active'")[0]
     assert "f1_inactive" in run.data.metrics and "f1_decline" not in run.data.metrics
     assert run.data.metrics["bg_nbd_roc_auc"] == pytest.approx(summary["bgnbd_auc"], abs=1e-4)
     # predicted purchase counts against the actual ones: BG/NBD's, the hybrid's and persistence's
-    for name in ("bg_nbd", "hybrid", "persistence"):
+    for name in ("bg_nbd", "pareto_nbd", "hybrid", "persistence"):
         assert run.data.metrics[f"{name}_count_mae"] >= 0
         assert run.data.metrics[f"{name}_count_spearman"] > 0.2, name
     assert "Spearman" in result.output and "purchases in the horizon" in result.output

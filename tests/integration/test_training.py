@@ -107,7 +107,7 @@ def test_the_cli_trains_reports_and_refuses_to_overlap(trained: Settings, first)
     env = settings_env(trained) | {"COLUMNS": "160"}
     result = subprocess.run([*cli, "run"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    for shown in ("ensemble", "bg_nbd", "recency_frequency", "current champion", "version 3 ->"):
+    for shown in ("ensemble", "bg_nbd", "pareto_nbd", "recency_frequency", "current champion", "version 3 ->"):
         assert shown in result.stdout, shown
     status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "champion" in status.stdout
@@ -127,4 +127,4 @@ def test_the_spark_backend_registers_a_model_the_same_way(trained: Settings, fir
     run = registry.client(trained).get_run(outcome.run_id)
     assert run.data.params["backend"] == "spark" and run.info.status == "FINISHED"
     assert outcome.metrics["ensemble"]["roc_auc"] > outcome.metrics["persistence"]["roc_auc"]
-    assert {"random_forest", "xgboost", "bg_nbd"} <= set(outcome.metrics)
+    assert {"random_forest", "xgboost", "bg_nbd", "pareto_nbd"} <= set(outcome.metrics)

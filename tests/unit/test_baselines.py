@@ -24,6 +24,7 @@ from streaming.history import ActivityHistory
 from streaming.simulator import Population, make_population, simulate
 from tests.partials import partials_of
 from training.baselines import (
+    CLASSIC_MODELS,
     STABLE,
     BgNbdBaseline,
     DailyHistory,
@@ -246,16 +247,18 @@ def test_every_baseline_fits_the_active_target_with_two_classes(data: Simulated)
         assert set(np.unique(baseline.predict(test))) <= {0, 1}
     persistence = baselines.fitted["persistence"].predict(test)
     assert (persistence == (test["previous"] > 0)).all()  # "nothing changes": active again if active before
-    for name in ("recency_frequency", "bg_nbd"):
+    for name in ("recency_frequency", "bg_nbd", "pareto_nbd"):
         assert roc_auc_score(test["label_index"], baselines.fitted[name].predict_proba(test)[:, 1]) > 0.7, name
     oracle = OracleClassifier(data.population, policy).predict_proba(test)
     assert oracle.shape == (len(test), 2) and roc_auc_score(test["label_index"], oracle[:, 1]) > 0.8
 
 
-def test_bgnbd_and_the_hybrid_see_nothing_after_what_they_may_know(data: Simulated) -> None:
-    """The leakage test: rewriting every event from the first validation day on changes neither BG/NBD's
-    parameters nor any row's BG/NBD probabilities at an as_of up to that day, for either target; rewriting
-    the events from a test as_of on changes no test row of that as_of."""
+@pytest.mark.parametrize("model", CLASSIC_MODELS, ids=lambda model: model.name)
+def test_the_classic_models_see_nothing_after_what_they_may_know(data: Simulated, model: type[BgNbdBaseline]
+                                                                ) -> None:
+    """The leakage test: rewriting every event from the first validation day on changes neither the
+    model's (BG/NBD's, Pareto/NBD's) parameters nor any row's probabilities at an as_of up to that day,
+    for either target; rewriting the events from a test as_of on changes no test row of that as_of."""
     cutoff = int(as_of_days(data.validation).min())
     rng = np.random.default_rng(3)
     future = data.daily["day"] >= cutoff
@@ -265,7 +268,7 @@ def test_bgnbd_and_the_hybrid_see_nothing_after_what_they_may_know(data: Simulat
     for target in ("change", "active"):
         policy = replace(POLICY, target=target)
         frame = data.validation if target == "change" else as_active_target(data.validation)
-        honest, tampered = (BgNbdBaseline.fit(daily, frame, policy) for daily in (data.daily, rewritten))
+        honest, tampered = (model.fit(daily, frame, policy) for daily in (data.daily, rewritten))
         assert honest.params == tampered.params, target
         rows = frame[as_of_days(frame) == cutoff]
         np.testing.assert_array_equal(honest.predict_proba(rows), tampered.predict_proba(rows))
@@ -273,11 +276,11 @@ def test_bgnbd_and_the_hybrid_see_nothing_after_what_they_may_know(data: Simulat
         late = data.daily["day"] >= last
         shifted = pd.concat([data.daily[~late], data.daily[late].assign(count=lambda f: f["count"] * 7)])
         at_last = data.test[as_of_days(data.test) == last]
-        refit = BgNbdBaseline.fit(shifted, frame, policy)
+        refit = model.fit(shifted, frame, policy)
         np.testing.assert_array_equal(honest.predict_proba(at_last), refit.predict_proba(at_last))
 
 
-def test_the_hybrid_stacks_bgnbd_with_the_members_for_either_target(data: Simulated) -> None:
+def test_the_hybrid_stacks_the_classic_models_with_the_members_for_either_target(data: Simulated) -> None:
     from model_contract.onnx_runner import as_matrix
     from training.hybrid import HybridModel
     from training.model import ModelParams, fit_ensemble
@@ -289,17 +292,18 @@ def test_the_hybrid_stacks_bgnbd_with_the_members_for_either_target(data: Simula
                                    for part in (data.train, data.validation, data.test))
         fitted = fit_ensemble(as_matrix(train), train["label_index"].to_numpy(), as_matrix(validation),
                               validation["label_index"].to_numpy(), params, classes=policy.classes)
-        bgnbd = BgNbdBaseline.fit(data.daily, validation, policy)
-        hybrid = HybridModel.fit(fitted.ensemble, bgnbd, validation)
+        classics = tuple(model.fit(data.daily, validation, policy) for model in CLASSIC_MODELS)
+        hybrid = HybridModel.fit(fitted.ensemble, classics, validation)
         probabilities = hybrid.predict_proba(test)
         assert probabilities.shape == (len(test), len(policy.classes))
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
-        assert hybrid.stacker.coef.shape == (len(policy.classes), 3 * len(policy.classes))  # three members
+        assert hybrid.stacker.coef.shape == (len(policy.classes), 4 * len(policy.classes))  # four members
         assert set(np.unique(hybrid.predict(test))) <= set(range(len(policy.classes)))
 
 
 def test_every_baseline_is_fitted_and_scores_the_test_rows(data: Simulated) -> None:
     baselines = fit_baselines(data.train, data.validation, data.daily, POLICY)
-    assert set(baselines.fitted) == {"persistence", "recency_frequency", "bg_nbd"} and not baselines.skipped
+    assert set(baselines.fitted) == {"persistence", "recency_frequency", "bg_nbd", "pareto_nbd"}
+    assert not baselines.skipped
     for baseline in baselines.fitted.values():
         assert baseline.predict_proba(data.test).shape == (len(data.test), 3)
