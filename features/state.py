@@ -8,6 +8,8 @@ call, which keeps Feast's point-in-time join fast (array-typed features are not)
 job and the backfill encode states; ``features.transform`` is the only reader. Stored, a state
 is a header and one entry per *active* day (``HEADER_DTYPE``, ``DAY_DTYPE``): most customers are
 active on a fraction of their 90 days, so this is several times smaller than the dense record.
+Beside the window, the header keeps lifetime totals: purchases, their spend, and the refunds and
+reversals (counted apart: they are not activity) with their amount.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3  # 3: lifetime spend and refunds in the header
 HISTORY_DAYS: Final = 90
 MERCHANT_SKETCH_BITS: Final = 64  # per-day bitmap of hashed merchant ids (a linear-counting sketch)
 CHANNELS: Final = ("in_store", "online", "mobile", "atm", "other")
@@ -38,6 +40,9 @@ STATE_DTYPE: Final = np.dtype([
     ("first_day", "<i4"),
     ("total_count", "<i8"),
     ("last_event_s", "<f8"),
+    ("total_spend", "<f8"),  # every purchase's amount, since the first
+    ("refund_count", "<i8"),  # refunds and reversals, since the first purchase
+    ("refund_amount", "<f8"),  # their amounts, as positive numbers
     ("daily_counts", "<i2", (len(DAILY_COUNTS), HISTORY_DAYS)),  # capped at 32,767 a day
     ("daily_spend", "<f8", (HISTORY_DAYS,)),
     ("daily_max", "<f4", (HISTORY_DAYS,)),
@@ -68,6 +73,9 @@ HEADER_DTYPE: Final = np.dtype([
     ("total_count", "<i8"),
     ("last_event_s", "<f8"),
     ("category_last_day", "<i4", (len(MERCHANT_CATEGORIES),)),
+    ("total_spend", "<f8"),
+    ("refund_count", "<i8"),
+    ("refund_amount", "<f8"),
 ])
 DAY_DTYPE: Final = np.dtype([
     ("slot", "<u1"),
@@ -76,7 +84,8 @@ DAY_DTYPE: Final = np.dtype([
     ("max", "<f4"),
     ("merchant_bits", "<i8"),
 ])
-_SCALARS = ("version", "end_day", "first_day", "total_count", "last_event_s", "category_last_day")
+_SCALARS = ("version", "end_day", "first_day", "total_count", "last_event_s", "category_last_day", "total_spend",
+            "refund_count", "refund_amount")
 
 
 def encode_states(states: np.ndarray) -> list[bytes]:

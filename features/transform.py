@@ -58,6 +58,9 @@ FEATURE_NAMES: Final = (
     "purchase_span_days",
     "mean_days_between_tx",
     "recency_over_mean_gap",
+    "lifetime_spend",
+    "lifetime_mean_ticket",
+    "refund_share",
 )
 COLD_START: Final = {name: 0.0 for name in FEATURE_NAMES} | {"days_since_last_tx": MAX_DAYS_SINCE}
 
@@ -126,6 +129,8 @@ _DAYS_SINCE, _MAX_TICKET, _MERCHANTS, _CATEGORIES, _TENURE = (FEATURE_NAMES.inde
 _LIFETIME_COUNT, _LIFETIME_RATE, _SPAN, _MEAN_GAP, _RECENCY_RATIO = (FEATURE_NAMES.index(name) for name in (
     "lifetime_tx_count", "lifetime_tx_per_30d", "purchase_span_days", "mean_days_between_tx",
     "recency_over_mean_gap"))
+_LIFETIME_SPEND, _LIFETIME_TICKET, _REFUND_SHARE = (FEATURE_NAMES.index(name) for name in (
+    "lifetime_spend", "lifetime_mean_ticket", "refund_share"))
 
 
 def _linear_count(bits_set: np.ndarray) -> np.ndarray:
@@ -190,6 +195,11 @@ def _block_features(states: np.ndarray, as_of: np.ndarray, out: np.ndarray) -> N
     mean_gap = np.where(count > 1, span / np.maximum(count - 1, 1), 0.0)
     out[_MEAN_GAP] = mean_gap
     out[_RECENCY_RATIO] = np.where(mean_gap > 0, out[_DAYS_SINCE] / np.maximum(mean_gap, 1e-9), 0.0)
+    spend = np.where(seen, states["total_spend"], 0.0)
+    out[_LIFETIME_SPEND] = spend
+    out[_LIFETIME_TICKET] = _share(spend, count)
+    refunds = np.where(seen, states["refund_count"], 0).astype(np.float64)
+    out[_REFUND_SHARE] = _share(refunds, refunds + count)  # of all transactions, refunds and reversals
 
 
 def features_frame(state_values: Sequence[bytes | None], as_of_s: Sequence[float] | np.ndarray) -> pd.DataFrame:

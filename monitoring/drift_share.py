@@ -1,7 +1,7 @@
 """Which drift counts: features that grow with time apart, the rest weighted by what the model uses.
 
 Some features drift by construction: ``tenure_days`` grows by one every day for every customer,
-and a customer's lifetime count and purchase span only ever grow, so a population compared with
+and a customer's lifetime count, spend and purchase span only ever grow, so a population compared with
 its own past always "drifts" in them, whatever happens. Those
 (``monitoring.time_driven_features``) are reported apart and never counted in the drifted share.
 The share is computed over the features the model uses (a non-zero importance) twice: as a
@@ -16,7 +16,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-TIME_DRIVEN = ("tenure_days", "lifetime_tx_count", "purchase_span_days")
+TIME_DRIVEN = ("tenure_days", "lifetime_tx_count", "purchase_span_days", "lifetime_spend")
 
 
 @dataclass(frozen=True)

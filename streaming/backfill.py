@@ -60,13 +60,12 @@ def topic_events(spark: SparkSession, settings: Settings) -> DataFrame:
     return parsed.where(F.col("error_code").isNull()).select(*EVENT_COLUMNS)
 
 
-def purchase_partials(events: DataFrame, customers: list[str] | None = None) -> pd.DataFrame:
-    """The day partials (``streaming.aggregate.daily_partials``) of ``events``' unique purchases, by day."""
+def history_partials(events: DataFrame, customers: list[str] | None = None) -> pd.DataFrame:
+    """The day partials (``streaming.aggregate.daily_partials``) of ``events``' unique transactions, by day:
+    the purchases, and the refunds and reversals counted apart, as the stream's are."""
     if customers is not None:
         events = events.where(F.col("customer_id").isin(customers))
     unique = events.dropDuplicates(["transaction_id"])
-    if "kind" in unique.columns:  # the history counts purchases, as the stream's does
-        unique = unique.where(F.col("kind") == PURCHASE)
     partials = daily_partials(unique).toPandas()
     return partials.sort_values(["day", "customer_id"], kind="stable", ignore_index=True)
 
@@ -108,7 +107,7 @@ def rebuild_history(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> BackfillSummary:
     """Deduplicate, aggregate and replay ``events`` day by day into fresh state rows."""
-    return write_history(purchase_partials(events, customers), writer, customers is None, progress)
+    return write_history(history_partials(events, customers), writer, customers is None, progress)
 
 
 def run_backfill(settings: Settings, source: str = "archive", reconcile: bool = False,

@@ -41,12 +41,14 @@ INT_PARTS = ("count", "night", *(f"ch_{channel}" for channel in CHANNELS))  # pa
 assert len(INT_PARTS) == len(DAILY_COUNTS)
 PARTIAL_COLUMNS = (
     ENTITY_KEY, "day", *INT_PARTS, "spend", "max_amount", "category_mask", "merchant_bits", "first_s", "last_s",
+    "refunds", "refund_amount",
 )
 
 
 GENESIS = pd.Timestamp(0, tz="UTC")
 _ARRAYS = ("end_day", "first_day", "last_event_s", "total_count", "ints", "spend", "max_amount", "category_last",
-           "merchant_bits")  # one row per customer each
+           "merchant_bits", "total_spend", "refund_count", "refund_amount")  # one row per customer each
+_TOTALS = ("total_spend", "refund_count", "refund_amount")  # lifetime totals: the same name in the state
 _UNSET = {"end_day": NEVER, "first_day": _UNSET_FIRST, "last_event_s": -np.inf, "category_last": NEVER}  # else 0
 
 
@@ -55,6 +57,7 @@ class MergeResult:
     changed: np.ndarray  # row numbers of customers whose state changed
     new: np.ndarray  # row numbers of customers seen for the first time
     too_late: pd.DataFrame  # (customer_id, day) partials older than the customer's history
+    unmatched_refunds: int = 0  # refunds and reversals of customers with no purchase yet: not in any state
 
     @staticmethod
     def combine(results: list[MergeResult]) -> MergeResult:
@@ -63,7 +66,8 @@ class MergeResult:
             return MergeResult(none, none, pd.DataFrame({ENTITY_KEY: [], "day": []}))
         return MergeResult(np.unique(np.concatenate([r.changed for r in results])),
                            np.unique(np.concatenate([r.new for r in results])),
-                           pd.concat([r.too_late for r in results], ignore_index=True))
+                           pd.concat([r.too_late for r in results], ignore_index=True),
+                           sum(r.unmatched_refunds for r in results))
 
 
 class ActivityHistory:
@@ -81,6 +85,9 @@ class ActivityHistory:
         self.max_amount = np.zeros((capacity, N))
         self.category_last = np.full((capacity, len(MERCHANT_CATEGORIES)), NEVER, dtype=np.int64)
         self.merchant_bits = np.zeros((capacity, N), dtype=np.int64)
+        self.total_spend = np.zeros(capacity)
+        self.refund_count = np.zeros(capacity, dtype=np.int64)
+        self.refund_amount = np.zeros(capacity)
 
     def copy(self) -> ActivityHistory:
         """An independent copy holding exactly this history (capacity trimmed to its size)."""
@@ -126,16 +133,41 @@ class ActivityHistory:
             setattr(self, name, grown(getattr(self, name), _UNSET.get(name, 0)))
 
     def merge(self, partials: pd.DataFrame) -> MergeResult:
-        """Add daily partial aggregates (unique per customer and day) into the history."""
+        """Add daily partial aggregates (unique per customer and day) into the history.
+
+        Purchases make the history; refunds and reversals only add to their customer's lifetime
+        totals. A customer whose refunds come before any purchase of theirs (in this merge or an
+        earlier one) has no state to add them to: they are counted in ``unmatched_refunds``.
+        """
         if partials.empty:
             none = np.empty(0, dtype=np.int64)
             return MergeResult(none, none, partials.iloc[:0][[ENTITY_KEY, "day"]])
         known = self.size
-        rows = self._rows(partials[ENTITY_KEY].to_numpy(dtype=object))
-        day = partials["day"].to_numpy(dtype=np.int64)
+        bought = partials["count"].to_numpy(dtype=np.int64) > 0
+        purchases = partials[bought] if not bought.all() else partials
+        rows = self._rows(purchases[ENTITY_KEY].to_numpy(dtype=object))
+        late = self._merge_purchases(purchases, rows)
         changed = np.unique(rows)
+        unmatched = 0
+        if "refunds" in partials.columns:  # a batch log from before refunds were counted has none
+            refunds = partials[partials["refunds"].to_numpy(dtype=np.int64) > 0]
+            index = self.index
+            who = np.fromiter(map(index.get, refunds[ENTITY_KEY].to_numpy(dtype=object), repeat(-1)),
+                              dtype=np.int64, count=len(refunds))
+            matched = who >= 0
+            unmatched = int(refunds["refunds"].to_numpy(dtype=np.int64)[~matched].sum())
+            who = who[matched]
+            np.add.at(self.refund_count, who, refunds["refunds"].to_numpy(dtype=np.int64)[matched])
+            np.add.at(self.refund_amount, who, refunds["refund_amount"].to_numpy(dtype=np.float64)[matched])
+            changed = np.union1d(changed, who)
+        return MergeResult(changed, np.arange(known, self.size), late, unmatched)
+
+    def _merge_purchases(self, partials: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+        """Fold purchase partials into rows ``rows``; returns the (customer, day) pairs too old for the window."""
+        day = partials["day"].to_numpy(dtype=np.int64)
         latest = self.end_day.copy()
         np.maximum.at(latest, rows, day)
+        changed = np.unique(rows)
         self._advance(changed, latest[changed])
 
         fits = day > self.end_day[rows] - N
@@ -149,12 +181,12 @@ class ActivityHistory:
         np.minimum.at(self.first_day, rows, day)
         np.maximum.at(self.last_event_s, rows, partials["last_s"].to_numpy(dtype=np.float64))
         np.add.at(self.total_count, rows, partials["count"].to_numpy(dtype=np.int64))
+        np.add.at(self.total_spend, rows, partials["spend"].to_numpy(dtype=np.float64))
         mask = partials["category_mask"].to_numpy(dtype=np.int64)
         for k in range(len(MERCHANT_CATEGORIES)):
             has = (mask >> k) & 1 == 1
             np.maximum.at(self.category_last[:, k], rows[has], day[has])
-        late = partials.loc[~fits, [ENTITY_KEY, "day"]].reset_index(drop=True)
-        return MergeResult(changed, np.arange(known, self.size), late)
+        return partials.loc[~fits, [ENTITY_KEY, "day"]].reset_index(drop=True)
 
     def _advance(self, rows: np.ndarray, new_end: np.ndarray) -> None:
         """Move each customer's window to end on ``new_end``, clearing slots that fall out.
@@ -198,6 +230,8 @@ class ActivityHistory:
         states["first_day"] = self.first_day[rows]
         states["total_count"] = self.total_count[rows]
         states["last_event_s"] = self.last_event_s[rows]
+        for name in _TOTALS:
+            states[name] = getattr(self, name)[rows]
         counts = np.take_along_axis(self.ints[rows], order[:, None, :], axis=2)
         states["daily_counts"] = np.minimum(counts, np.iinfo(np.int16).max)
         states["daily_spend"] = np.take_along_axis(self.spend[rows], order, axis=1)
@@ -231,6 +265,8 @@ class ActivityHistory:
         headers["total_count"] = self.total_count[rows]
         headers["last_event_s"] = self.last_event_s[rows]
         headers["category_last_day"] = self.category_last[rows]
+        for name in _TOTALS:
+            headers[name] = getattr(self, name)[rows]
         # Active days in ring order (np.nonzero walks each row's slots upwards); a state lists them
         # oldest first, which rotates each row's list: the slots after end_day's come first.
         who, ring = np.nonzero(self.ints[:, 0, :][rows] > 0)

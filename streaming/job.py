@@ -245,7 +245,8 @@ class MicroBatch:
             "batch_id": batch_log.batch_id, "started": started, "written_at": written, "replayed": replay,
             "valid": meta["valid"], "rejected": rejected, "duplicates": meta["duplicates"], "late": meta["late"],
             "not_purchases": meta.get("not_purchases", 0),
-            "too_late": len(merged.too_late), "customers": len(merged.changed), "max_event_s": meta["max_event_s"],
+            "too_late": len(merged.too_late), "refunds_without_purchase": merged.unmatched_refunds,
+            "customers": len(merged.changed), "max_event_s": meta["max_event_s"],
             "watermark_s": meta["watermark_s"], **_freshness(meta, written), "phases": phases,
             "duration_s": time.time() - started,
         }
@@ -272,9 +273,8 @@ class MicroBatch:
         keys, duplicate, late = classified.keys, classified.duplicate, classified.late
         accepted = keys.loc[~duplicate]
         valid = parsed.where(F.col("error_code").isNull())
-        # The history counts purchases: refunds and reversals are archived (and counted) but are not activity.
-        purchases = self._accepted(valid, classified.duplicates).where(F.col("kind") == PURCHASE)
-        partials = (daily_partials(purchases).toPandas()
+        # The history's activity is purchases; refunds and reversals only add to the lifetime totals.
+        partials = (daily_partials(self._accepted(valid, classified.duplicates)).toPandas()
                     if len(accepted) else pd.DataFrame(columns=list(PARTIAL_COLUMNS)))
         late_rows = keys.loc[late & ~duplicate]
         late_days = pd.DataFrame({"customer_id": late_rows["customer_id"],

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.state import STATE_VERSION
 from streaming.history import ActivityHistory, MergeResult
 
 SECONDS_PER_DAY = 86_400
@@ -198,6 +199,10 @@ class StreamState:
             with snapshot.open("rb") as handle:
                 saved = pickle.load(handle)  # our own file, written by snapshot()
             state.history, state.seen = saved["history"], saved["seen"]
+            if not hasattr(state.history, "total_spend"):
+                raise RuntimeError(
+                    f"the stream state in {directory} predates activity state version {STATE_VERSION} (lifetime "
+                    "spend and refunds): see docs/streaming.md, 'Upgrading the state'")
             state.max_event_s, state.applied_batch = saved["max_event_s"], saved["applied_batch"]
             state.folded_batch = state.applied_batch
         logs = sorted(int(p.name) for p in (directory / "batches").glob("*") if p.name.isdigit())

@@ -196,7 +196,7 @@ def backtest(settings: Settings, source: BacktestSource, *, target: str = "chang
 def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: str, reporter: Reporter,
               progress: Callable[[int, int], None]) -> BacktestReport:
     from infra.spark import spark_session
-    from streaming.backfill import EVENT_COLUMNS, purchase_partials, write_history
+    from streaming.backfill import EVENT_COLUMNS, history_partials, write_history
     from streaming.job import parse
 
     timings: dict[str, float] = {}
@@ -217,14 +217,15 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
     with timed_step(timings, "backfill", reporter,
                     "daily partials folded into activity states (the backfill's code)") as step:
         try:
-            partials = purchase_partials(parsed.where("error_code IS NULL").select(*EVENT_COLUMNS))
+            partials = history_partials(parsed.where("error_code IS NULL").select(*EVENT_COLUMNS))
         finally:
             parsed.unpersist()
         if partials.empty:
             raise ValueError(f"{source.path}: no valid purchase to learn from "
                              f"({dict(rejected) or 'the file is empty'})")
         summary = write_history(partials, FeatureWriter.open(cfg), progress=progress)
-        daily = partials[[ENTITY_KEY, "day", "count"]].astype({"day": np.int64, "count": np.int64})
+        purchased = partials[partials["count"] > 0]  # a day of refunds alone is no activity
+        daily = purchased[[ENTITY_KEY, "day", "count"]].astype({"day": np.int64, "count": np.int64})
         step.result = f"{summary.events:,} purchases of {summary.customers:,} customers over {summary.days:,} days"
 
     with timed_step(timings, "labels", reporter,

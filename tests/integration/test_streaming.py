@@ -111,6 +111,21 @@ def test_every_valid_event_is_counted_and_archived_once(streamed: dict) -> None:
     counts = window.groupby("customer_id").size()
     for cid, value in zip(online["customer_id"], online["tx_count_7d"], strict=True):
         assert value == counts.get(cid, 0), cid
+    # lifetime spend is every purchase's amount; the refunds and the reversal count in the refund share of
+    # the customers who had bought before them (the others have no state yet: counted, not kept)
+    bought_before = set(pa_concat(streamed["tables"][:45])["customer_id"].to_pylist())
+    refunded = {t.customer_id for t in streamed["others"] if t.kind != "purchase"}
+    assert refunded & bought_before  # some refunds land in a state
+    ledger = sorted(refunded | {streamed["others"][-1].customer_id})  # and the zero-amount purchase's customer
+    online = online_features(FeatureWriter.open(settings).store, ledger,
+                             [int(pd.Timestamp("2026-03-02", tz="UTC").timestamp())] * len(ledger))
+    for cid, spend, share in zip(online["customer_id"], online["lifetime_spend"], online["refund_share"], strict=True):
+        purchases = archive[archive["customer_id"] == cid]
+        refunds = int(cid in refunded and cid in bought_before)
+        assert spend == pytest.approx(purchases["amount"].sum(), rel=1e-9), cid
+        assert share == pytest.approx(refunds / (refunds + len(purchases))), cid
+    unmatched = sum(p.get("refunds_without_purchase", 0) for p in progress)
+    assert unmatched == len(refunded - bought_before)
 
 
 def test_online_features_equal_point_in_time_historical_features(streamed: dict) -> None:

@@ -23,14 +23,19 @@ D0 = 20_454  # 2026-01-01 in epoch days (a Thursday)
 
 
 def partial(customer: str, day: int, count: int = 1, spend: float = 10.0, channel: str = "online",
-            category_bits: int = 1, merchants: tuple[str, ...] = ("m1",), night: int = 0) -> dict:
+            category_bits: int = 1, merchants: tuple[str, ...] = ("m1",), night: int = 0, refunds: int = 0,
+            refund_amount: float = 0.0) -> dict:
     row = {name: 0 for name in PARTIAL_COLUMNS}
+    if count == 0:  # a day of refunds alone: no purchase figures, no purchase times
+        row.update(customer_id=customer, day=day, spend=0.0, max_amount=0.0, first_s=np.nan, last_s=np.nan,
+                   refunds=refunds, refund_amount=refund_amount)
+        return row
     bits = 0
     for merchant in merchants:
         bits |= 1 << (int(merchant[1:]) % 63)
     row.update(customer_id=customer, day=day, count=count, night=night, spend=spend, max_amount=spend / count,
                category_mask=category_bits, merchant_bits=bits, first_s=day * DAY + 3600.0,
-               last_s=day * DAY + 7200.0)
+               last_s=day * DAY + 7200.0, refunds=refunds, refund_amount=refund_amount)
     row[f"ch_{channel}"] = count
     return row
 
@@ -93,6 +98,26 @@ def test_lifetime_features_remember_what_the_windows_forgot() -> None:
     assert later["lifetime_tx_per_30d"] == pytest.approx(8 * 30 / 260)
     assert later["mean_days_between_tx"] == pytest.approx(200 / 7)
     assert later["recency_over_mean_gap"] == pytest.approx((60.5 - 2 / 24) / (200 / 7))
+
+
+def test_lifetime_spend_and_refunds_are_kept_apart_from_the_activity() -> None:
+    history = history_of(partial("a", D0, count=2, spend=30), partial("a", D0 + 10, count=1, spend=5, refunds=1,
+                                                                      refund_amount=12.5))
+    before = features_at(history, "a", D0 + 10.5)
+    result = history.merge(pd.DataFrame([partial("a", D0 + 120, count=0, refunds=2, refund_amount=7.0),
+                                         partial("z", D0 + 120, count=0, refunds=3, refund_amount=1.0)],
+                                        columns=list(PARTIAL_COLUMNS)))
+    assert result.unmatched_refunds == 3 and "z" not in history.index  # no purchase of z's yet: no state
+    assert list(result.changed) == [history.index["a"]] and len(result.new) == 0
+    after = features_at(history, "a", D0 + 10.5)
+    # refunds are not activity: the window, the last transaction and the counts stay as they were
+    assert {k: v for k, v in after.items() if k != "refund_share"} == {
+        k: v for k, v in before.items() if k != "refund_share"}
+    assert after["lifetime_spend"] == 35 and after["lifetime_mean_ticket"] == pytest.approx(35 / 3)
+    assert before["refund_share"] == pytest.approx(1 / 4) and after["refund_share"] == pytest.approx(3 / 6)
+    state = history.states(history.rows_of(["a"]))[0]
+    assert (state["refund_count"], state["refund_amount"], state["end_day"]) == (3, 19.5, D0 + 10)
+    assert features_at(history, "a", D0 + 200.5)["lifetime_spend"] == 35  # the window forgets, the total not
 
 
 def test_a_single_day_of_purchases_has_no_gap() -> None:
@@ -175,11 +200,14 @@ def random_partials(seed: int, customers: int = 40, days: int = 400) -> pd.DataF
         active = np.sort(rng.choice(days, size=int(rng.integers(1, 60)), replace=False))
         for d in active.tolist():
             count = int(rng.choice([1, 2, 5, 40_000]))
+            refunds = int(rng.choice([0, 0, 0, 1, 2]))
             rows.append(partial(f"c{c}", D0 + d, count=count, spend=float(rng.uniform(1, 500)),
                                 channel=str(rng.choice(["online", "atm", "mobile"])),
                                 category_bits=int(rng.integers(1, 1 << 10)), merchants=(f"m{rng.integers(99)}",),
-                                night=int(rng.integers(0, 2))))
-    return pd.DataFrame(rows, columns=list(PARTIAL_COLUMNS))
+                                night=int(rng.integers(0, 2)), refunds=refunds, refund_amount=refunds * 4.5))
+        for d in rng.choice(np.setdiff1d(np.arange(active[0] + 1, days), active), size=2, replace=False).tolist():
+            rows.append(partial(f"c{c}", D0 + d, count=0, refunds=1, refund_amount=2.0))  # refunds alone
+    return pd.DataFrame(rows, columns=list(PARTIAL_COLUMNS)).sort_values(["day", "customer_id"], ignore_index=True)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
