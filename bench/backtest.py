@@ -12,8 +12,8 @@ The data sets:
 
 Each run prints the table of every model and baseline and its JSON line (the keys of `activity
 backtest`); the benchmark ends with one JSON line ``{"runs": [...], "model_wins": n, "runs_total": n,
-"not_evaluated": [...]}``, where a win (``model_beats_all``) is the model (the hybrid: BG/NBD stacked
-with the ensemble's members, ``training.hybrid``) ahead of every baseline on both ROC-AUC and macro-F1.
+"not_evaluated": [...]}``, where a win (``model_beats_all``) is the model (the hybrid: the classic
+models stacked with the ensemble's members, ``training.hybrid``) ahead of every baseline on both ROC-AUC and macro-F1.
 A horizon a history is too short for (train, validation and test a horizon apart need about four
 horizons of history: 182 days on CDNOW's 546) is listed in ``not_evaluated`` with the trainer's reason.
 """

@@ -81,7 +81,7 @@ class BacktestReport:
 
     @property
     def model(self) -> str:
-        """The model the report judges: the hybrid when BG/NBD could be fitted, else the ensemble."""
+        """The model the report judges: the hybrid when a classic model could be fitted, else the ensemble."""
         return "hybrid" if "hybrid" in self.metrics else "ensemble"
 
     def best_baseline(self) -> str:
