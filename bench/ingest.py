@@ -495,6 +495,14 @@ def ours_under(profile: str, stack: Settings, root: Path, ours: Settings, preloa
         return sustained, fresh
 
 
+def caught_up(catch_up_s: float) -> str:
+    """The last batch's write against the last send: after it, or already before the producer's flush returned
+    (the stream had read the last events while the producer was still waiting for its acknowledgements)."""
+    if catch_up_s >= 0:
+        return f"last batch written {catch_up_s:.2f} s after the last send"
+    return f"last batch written {-catch_up_s:.2f} s before the producer's last send returned (caught up)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -506,8 +514,9 @@ def main() -> None:
     parser.add_argument("--max-offsets", type=int, default=1_000_000, help="streaming.max_offsets_per_trigger")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--peer-timeout", type=float, default=300.0, help="seconds for the peer to drain the topic")
-    parser.add_argument("--memory-customers", default="100000,1000000",
-                        help="small,large: populations whose stream driver's peak RSS is compared")
+    parser.add_argument("--memory-customers", default=None,
+                        help="small,large: populations whose stream driver's peak RSS is compared "
+                             "(default 100000,1000000; 20000,200000 with --quick)")
     parser.add_argument("--memory-days", type=int, default=3, help="days of events of each memory population")
     parser.add_argument("--quick", action="store_true",
                         help="20k customers, 200k events, 20 steady seconds; memory at 20k and 200k customers")
@@ -519,7 +528,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.customers, args.events, args.steady_seconds, args.warmup_seconds = 20_000, 200_000, 20.0, 5.0
-        args.memory_customers = "20000,200000"
+    if args.memory_customers is None:  # --quick shrinks the populations only when none were given
+        args.memory_customers = "20000,200000" if args.quick else "100000,1000000"
     try:
         small_customers, large_customers = (int(n) for n in args.memory_customers.split(","))
     except ValueError:
@@ -590,7 +600,7 @@ def main() -> None:
               f"{args.warmup_seconds:.0f} s of warm-up traffic at the same rate (trigger 1 s; "
               f"sent {steady.sent_per_s:,.0f}/s): {steady.events:,} events in {steady.batches} batches; "
               f"p50 {steady.p50_s:.2f} s, p99 {steady.p99_s:.2f} s; slowest batch {steady.max_batch_s:.2f} s; "
-              f"last batch written {steady.catch_up_s:.2f} s after the last send")
+              f"{caught_up(steady.catch_up_s)}")
         print(f"  p50: median over batches of the per-batch p50, weighted by batch size; p99: {steady.p99_method}")
     for used in memory:
         print(f"stream driver (Python process), {used.customers:,} customers x {args.memory_days} days "
