@@ -114,12 +114,19 @@ def main() -> None:
                 print(f"\n{name}, {target} over {horizon} days, test {report.windows['test']}, "
                       f"{report.rows['test']:,} rows\n")
                 print(markdown_table(table))
+                forecast = report.forecast
                 summary = {"dataset": name, **report.summary(), "model": report.model,
-                           "model_beats_all": report.model_beats_all()}
+                           "model_beats_all": report.model_beats_all(), "forecast_model": forecast.get("model"),
+                           "forecast_auc": _round(forecast.get("test_roc_auc")),
+                           "forecast_count_mae": _round(forecast.get("test_count_mae"))}
                 print(json.dumps(summary), flush=True)
                 runs.append(summary)
     print_result({"runs": runs, "model_wins": sum(bool(run["model_beats_all"]) for run in runs),
                   "runs_total": len(runs), "not_evaluated": skipped})
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or value != value else round(float(value), 4)
 
 
 if __name__ == "__main__":

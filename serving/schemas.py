@@ -22,6 +22,13 @@ class FeatureInfo(BaseModel):
     known: bool = Field(description="False for a customer the platform has never seen (cold-start features).")
 
 
+class Forecast(BaseModel):
+    model: str = Field(description="bg_nbd or pareto_nbd: the buy-till-you-die model the trainer kept.")
+    horizon_days: int = Field(description="The horizon both figures are over (training.horizon_days).")
+    p_active: float = Field(description="Probability of at least one transaction in the next horizon_days.")
+    expected_transactions: float = Field(description="Expected transactions in the next horizon_days.")
+
+
 class ActivityScore(BaseModel):
     request_id: str
     customer_id: str
@@ -30,6 +37,9 @@ class ActivityScore(BaseModel):
     probabilities: dict[str, float]
     activity_score: float = Field(description="P(growth) - P(decline), in [-1, 1].")
     confidence: float = Field(description="Probability of the answered class.")
+    forecast: Forecast | None = Field(
+        default=None, description="Will the customer transact at all over the horizon, and how often: null for a "
+                                  "customer with no purchase on record, or a model version registered without one.")
     model: ModelRef
     features: FeatureInfo
     degraded: bool

@@ -2,8 +2,9 @@
 
 It reads features from the online store (the class prior answers when the store fails), scores
 them with the ``ModelHolder``'s current snapshot (``serving.scoring``), answers each customer with
-the model, version and arm that produced it, counts fallbacks and predictions, and logs every
-answer (and the challenger's shadow score) to the prediction log.
+the model, version and arm that produced it (and that version's activity forecast: P(any
+transaction) and the expected transactions over the horizon), counts fallbacks and predictions,
+and logs every answer (and the challenger's shadow score) to the prediction log.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ class Scorer:
         for arm in set(arms):
             rows = [i for i, a in enumerate(arms) if a == arm]
             scored = self._score_rows(x[rows] if x is not None else None, len(rows), arm, cause, not one_request)
-            for i, (by, j) in zip(rows, scored, strict=True):
+            forecasts = self._forecasts(x[rows] if x is not None else None, arm)
+            for k, (i, (by, j)) in enumerate(zip(rows, scored, strict=True)):
                 results[i] = self._answer(customer_ids[i], as_of_s[i], state_times[i], known[i], by, j, arm,
-                                          request_ids[i])
+                                          request_ids[i], forecasts[k] if forecasts else None)
         if x is not None and self.settings.serving.shadow and self.holder.served.challenger is not None:
             self._shadow(x, customer_ids, arms, results, request_ids, separate=not one_request)
         return results
@@ -111,6 +113,26 @@ class Scorer:
         return Scored(result.probabilities, result.label, result.model_name, result.model_version,
                       result.level if result.degraded else None, "model unavailable" if result.degraded else None)
 
+    def _forecasts(self, x: np.ndarray | None, arm: str) -> list[dict[str, Any] | None]:
+        """Each row's activity forecast from the arm's version (the champion's when the arm has none loaded).
+
+        Empty when there are no features or no loaded version carries a forecast; a row without a
+        purchase on record, or whose forecast fails, gets None: the class answer never depends on it.
+        """
+        served = self.holder.served
+        model = served.challenger if arm == "challenger" and served.challenger is not None else served.champion
+        forecast = getattr(model, "forecast", None)
+        if x is None or forecast is None:
+            return []
+        try:
+            p_active, expected, usable = forecast.predict(x)
+        except Exception:  # the forecast is an extra: a failure leaves the class answer alone
+            log.exception("activity forecast failed")
+            return []
+        return [{"model": forecast.model, "horizon_days": forecast.horizon_days,
+                 "p_active": round(float(p_active[k]), 6), "expected_transactions": round(float(expected[k]), 4)}
+                if usable[k] else None for k in range(len(usable))]
+
     def _loaded_model_failed(self, arm: str, answered: str) -> bool:
         """Whether a level before ``answered`` in ``arm``'s chain has a model (so it failed, maybe on one row),
         rather than none being loaded (which fails every row alike)."""
@@ -123,7 +145,7 @@ class Scorer:
         return False
 
     def _answer(self, customer_id: str, as_of_s: int, state_time: datetime | None, known: bool, scored: Scored,
-                row: int, arm: str, request_id: str) -> dict[str, Any]:
+                row: int, arm: str, request_id: str, forecast: dict[str, Any] | None = None) -> dict[str, Any]:
         p = scored.probabilities[row]
         label = int(scored.labels[row])
         freshness = None if state_time is None else as_of_s - state_time.timestamp()
@@ -139,6 +161,7 @@ class Scorer:
             "probabilities": {name: round(float(value), 6) for name, value in zip(CLASSES, p, strict=True)},
             "activity_score": round(float(p[2] - p[0]), 6),
             "confidence": round(float(p[label]), 6),
+            "forecast": forecast,
             "model": {"name": scored.name, "version": scored.version, "arm": arm},
             "features": {"as_of": None if state_time is None else state_time.isoformat(),
                          "freshness_s": None if freshness is None else round(freshness, 3), "known": bool(known)},

@@ -19,6 +19,10 @@ The fallback chain, best first, for when the preferred model is missing or fails
 
 Levels 2 and 3 answer with ``degraded=True``.
 
+A version may carry the activity forecast (``model_contract.forecast``, ``artifacts/activity_forecast.json``):
+loaded with it, checked like its ONNX file (present but broken rejects the version), absent for a
+version registered before the trainer wrote one.
+
 With ``serving.model_server: triton`` the champion and challenger score in Triton Inference Server
 (``serving/triton.py``), and a level ``inprocess`` comes between them and ``single``: the champion's own
 ONNX copy in this process, answering (``degraded=True``) while Triton is down or over its budget.
@@ -51,12 +55,14 @@ from model_contract.artifacts import (
     CHALLENGER,
     CHAMPION,
     FALLBACK_ONNX_FILE,
+    FORECAST_FILE,
     INPUT,
     LABEL,
     ONNX_FILE,
     PROBABILITIES,
     artifact_path,
 )
+from model_contract.forecast import ActivityForecast
 from model_contract.heuristic import recency_frequency_scores
 from model_contract.labels import CLASSES
 from model_contract.onnx_runner import OnnxScorer
@@ -115,6 +121,7 @@ class LoadedModel:
     metrics: dict[str, float]
     source: Literal["registry", "cache"]
     remote: Any = None  # serving.triton.RemoteVersion when the model server is Triton
+    forecast: ActivityForecast | None = None  # P(active), expected transactions; None before the trainer wrote one
 
     @property
     def onnx_path(self) -> Path:
@@ -123,7 +130,9 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
                 "path": str(self.directory), "loaded_at": self.loaded_at, "metrics": dict(self.metrics),
-                "source": self.source}
+                "source": self.source,
+                "forecast": ({"model": self.forecast.model, "horizon_days": self.forecast.horizon_days}
+                             if self.forecast is not None else None)}
 
 
 @dataclass(frozen=True)
@@ -452,7 +461,8 @@ class ModelHolder:
         scorer = _checked_scorer(registered.onnx_path)
         return LoadedModel(name=registered.name, version=registered.version, alias=alias, run_id=registered.run_id,
                            directory=registered.directory, scorer=scorer, loaded_at=_now(),
-                           metrics=self._metrics(registered.run_id), source="registry")
+                           metrics=self._metrics(registered.run_id), source="registry",
+                           forecast=forecast_of(registered.directory))
 
     def _metrics(self, run_id: str) -> dict[str, float]:
         try:
@@ -486,7 +496,8 @@ class ModelHolder:
         scorer = _checked_scorer(artifact_path(directory, ONNX_FILE))
         return LoadedModel(name=entry["name"], version=str(entry["version"]), alias=entry["alias"],
                            run_id=entry["run_id"], directory=directory, scorer=scorer,
-                           loaded_at=_now(), metrics=dict(entry.get("metrics", {})), source="cache")
+                           loaded_at=_now(), metrics=dict(entry.get("metrics", {})), source="cache",
+                           forecast=forecast_of(directory))
 
     def _prune(self, after: Served, before: Served) -> None:
         """Delete downloaded versions no longer served, keeping the previous champion's (a quick way back).
@@ -535,6 +546,15 @@ def heuristic_probabilities(x: np.ndarray) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def forecast_of(directory: Path) -> ActivityForecast | None:
+    """The version's activity forecast; None when it has none (registered before the trainer wrote one).
+
+    A forecast file that is there but unusable rejects the version like a corrupt ONNX file does.
+    """
+    path = artifact_path(directory, FORECAST_FILE)
+    return ActivityForecast.load(path) if path.is_file() else None
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:

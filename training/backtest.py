@@ -34,6 +34,7 @@ from model_contract.labels import TARGETS
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
 from training.baselines import CLASSIC_MODELS, BgNbdBaseline, PersistenceBaseline, fit_baselines
+from training.forecast import ForecastUnavailable, fit_forecast
 from training.hybrid import HybridModel
 from training.pipeline import (
     Reporter,
@@ -47,7 +48,7 @@ from training.pipeline import (
 from training.plots import save_all
 
 MODELS: Final = ("hybrid", "ensemble", "random_forest", "xgboost")  # the rest of a report's rows are baselines
-STEPS: Final = ("read", "validate", "backfill", "labels", "fit", "baselines", "evaluate", "log")
+STEPS: Final = ("read", "validate", "backfill", "labels", "fit", "baselines", "forecast", "evaluate", "log")
 _RAW_DDL: Final = "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY"
 
 
@@ -72,6 +73,7 @@ class BacktestReport:
     windows: dict[str, str]  # as_of dates per split, "first..last"
     metrics: dict[str, dict[str, float]]  # model or baseline -> Metrics.as_dict()
     skipped: dict[str, str] = field(default_factory=dict)  # baseline -> why it could not be fitted
+    forecast: dict[str, Any] = field(default_factory=dict)  # the scorer's forecast: model and figures, {} if none
     run_id: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -154,6 +156,17 @@ def _count_predictions(fitted: Any, scored: dict[str, Any], test: pd.DataFrame
                               where=scores[BgNbdBaseline.name] > 1e-12)
         counts[HybridModel.name] = scores[HybridModel.name] * np.maximum(given_any, 1.0)
     return scores, counts
+
+
+def _forecast(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, horizon_days: int, seed: int
+              ) -> dict[str, Any]:
+    """What `activity train run` would register for the scorer (``training.forecast``): the kept model's
+    figures (``test_roc_auc`` of P(active), ``test_count_mae``, ...), ``{}`` when it cannot be fitted."""
+    try:
+        kept, figures = fit_forecast(train, validation, test, horizon_days, seed)
+    except ForecastUnavailable:
+        return {}
+    return {"model": kept.model, **figures[kept.model]}
 
 
 def _finite(value: float) -> float:
@@ -239,6 +252,11 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
         fitted = fit_models(cfg, data)
     with timed_step(timings, "baselines", reporter, "persistence, recency/frequency, BG/NBD, Pareto/NBD"):
         baselines = fit_baselines(train, validation, daily, policy_of(cfg))
+    with timed_step(timings, "forecast", reporter,
+                    "the scorer's forecast: BG/NBD and Pareto/NBD on the training rows' features") as step:
+        forecast = _forecast(train, validation, test, cfg.training.horizon_days, cfg.training.model.seed)
+        step.result = (f"{forecast['model']}: P(active) test ROC-AUC {forecast.get('test_roc_auc', math.nan):.4f}"
+                       if forecast else "not fitted")
     with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
         scored: dict[str, Any] = {}  # models scored on entity frames, like the baselines
         classics = tuple(baselines.fitted[m.name] for m in CLASSIC_MODELS if m.name in baselines.fitted)
@@ -253,7 +271,7 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
         events=summary.events, customers=summary.customers, rows=rows,
         windows=split_windows(data.split),
         metrics={name: result.as_dict() | counts.get(name, {}) for name, result in results.items()},
-        skipped=baselines.skipped,
+        skipped=baselines.skipped, forecast=forecast,
         timings=timings)
     with timed_step(timings, "log", reporter, f"MLflow experiment {experiment}-backtest"):
         report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, test)
@@ -273,8 +291,12 @@ def _log(cfg: Settings, experiment: str, source: BacktestSource, report: Backtes
         mlflow.log_metrics({("" if name == "ensemble" else f"{name}_") + key: value
                             for name, figures in report.metrics.items() for key, value in figures.items()
                             if isinstance(value, float) and math.isfinite(value)})
-        mlflow.log_dict({"rejected": report.rejected, "skipped": report.skipped, "summary": report.summary()},
-                        "backtest.json")
+        if report.forecast:
+            mlflow.set_tag("forecast_model", report.forecast["model"])
+            mlflow.log_metrics({f"forecast_{key}": value for key, value in report.forecast.items()
+                                if isinstance(value, float) and math.isfinite(value)})
+        mlflow.log_dict({"rejected": report.rejected, "skipped": report.skipped, "forecast": report.forecast,
+                         "summary": report.summary()}, "backtest.json")
         table = comparison_table(results)
         mlflow.log_text(markdown_table(table), "evaluation/comparison.md")
         mlflow.log_text(table.to_csv(), "evaluation/comparison.csv")

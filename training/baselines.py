@@ -33,14 +33,12 @@ from typing import ClassVar, Protocol, Self
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import betaln, expit, gammaln, hyp2f1
 from sklearn.linear_model import LogisticRegression
 
 from features.state import ENTITY_KEY
+from model_contract import bg_nbd, pareto_nbd
 from model_contract.heuristic import recency_frequency_scores
 from model_contract.labels import CLASSES, LabelPolicy
-from training import pareto_nbd
 from training.oracle import as_of_days, poisson_class_probabilities
 
 N_CLASSES = len(CLASSES)
@@ -165,68 +163,6 @@ class DailyHistory:
         })
 
 
-def bgnbd_expected_purchases(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
-                             future_t: float) -> np.ndarray:
-    """BG/NBD's expected repeat purchases in the next ``future_t`` (eq. 10 of Fader, Hardie & Lee 2005).
-
-    Written with Euler's transformation of the hypergeometric term,
-    ``(1-z)^(r+x) 2F1(r+x, b+x; a+b+x-1; z) = (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)``, whose
-    parameters no longer grow with the frequency ``x``: the textbook form overflows for daily
-    shoppers (the "#NUM!" problem), this one does not. The denominator goes through ``expit``.
-    """
-    r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
-    x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, t_age))
-    z = future_t / (alpha + age + future_t)
-    numerator = 1.0 - (1.0 - z) ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
-    numerator *= (a + b + x - 1.0) / (a - 1.0)
-    return np.maximum(numerator * bgnbd_p_alive(params, frequency, recency, t_age), 0.0)
-
-
-def bgnbd_p_alive(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray
-                  ) -> np.ndarray:
-    """BG/NBD's probability that a customer is still alive at age ``T`` (eq. 13 of Fader, Hardie & Lee 2005)."""
-    r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
-    x, t_x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, recency, t_age))
-    log_dropout_odds = np.log(a / np.maximum(b + x - 1.0, 1e-12)) + (r + x) * np.log((alpha + age) / (alpha + t_x))
-    return np.where(x > 0, expit(-log_dropout_odds), 1.0)
-
-
-def bgnbd_p_active(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
-                   future_t: float) -> np.ndarray:
-    """BG/NBD's probability of at least one purchase in the next ``future_t``.
-
-    Alive at ``T``, the purchase rate's posterior is Gamma(r + x, alpha + T), so no purchase in
-    ``future_t`` has probability ``((alpha + T) / (alpha + T + future_t)) ** (r + x)``; dropping out
-    happens only right after a purchase, so it cannot come first.
-    """
-    r, alpha = float(params["r"]), float(params["alpha"])
-    x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, t_age))
-    none = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + future_t)))
-    return bgnbd_p_alive(params, frequency, recency, t_age) * (1.0 - none)
-
-
-def fit_bgnbd_params(rfm: pd.DataFrame) -> dict[str, float]:
-    """Maximum-likelihood ``r, alpha, a, b`` with scipy alone (eq. 6 of Fader, Hardie & Lee 2005).
-
-    The same population parameters as pymc-marketing's MAP with its default priors, in well under
-    a second and with no extra dependency.
-    """
-    x, t_x, age = (rfm[name].to_numpy(dtype=np.float64) for name in ("frequency", "recency", "T"))
-
-    def negative_log_likelihood(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
-        still_alive = -(r + x) * np.log(alpha + age)
-        dropout = np.log(a) - np.log(np.maximum(b + x - 1.0, 1e-300)) - (r + x) * np.log(alpha + t_x)
-        dropped = np.where(x > 0, dropout, -np.inf)  # dropping out right after a repeat purchase
-        return -float(np.sum(common + np.logaddexp(still_alive, dropped)))
-
-    result = minimize(negative_log_likelihood, np.zeros(4), method="L-BFGS-B")
-    if not result.success:
-        raise RuntimeError(f"BG/NBD maximum likelihood did not converge: {result.message}")
-    return dict(zip(("r", "alpha", "a", "b"), np.exp(result.x).tolist(), strict=True))
-
-
 @dataclass
 class BgNbdBaseline:
     """BG/NBD on active days, scaled to transactions by each customer's transactions per active day.
@@ -242,9 +178,9 @@ class BgNbdBaseline:
     policy: LabelPolicy = field(default_factory=LabelPolicy)
     decision_weights: np.ndarray = field(default_factory=lambda: np.ones(N_CLASSES))
     name: ClassVar[str] = "bg_nbd"
-    estimate: ClassVar[Callable[[pd.DataFrame], dict[str, float]]] = staticmethod(fit_bgnbd_params)
-    expected_purchases: ClassVar[Callable[..., np.ndarray]] = staticmethod(bgnbd_expected_purchases)
-    p_active: ClassVar[Callable[..., np.ndarray]] = staticmethod(bgnbd_p_active)
+    estimate: ClassVar[Callable[[pd.DataFrame], dict[str, float]]] = staticmethod(bg_nbd.fit_params)
+    expected_purchases: ClassVar[Callable[..., np.ndarray]] = staticmethod(bg_nbd.expected_purchases)
+    p_active: ClassVar[Callable[..., np.ndarray]] = staticmethod(bg_nbd.p_active)
 
     @classmethod
     def fit(cls, daily: pd.DataFrame, validation: pd.DataFrame, policy: LabelPolicy, fit_customers: int = 20_000,
@@ -288,7 +224,7 @@ class BgNbdBaseline:
 
 
 class ParetoNbdBaseline(BgNbdBaseline):
-    """Pareto/NBD (``training.pareto_nbd``) in BG/NBD's place: the same daily history, scaling and decisions.
+    """Pareto/NBD (``model_contract.pareto_nbd``) in BG/NBD's place: the same daily history, scaling and decisions.
 
     Its customers can drop out at any moment rather than only right after a purchase, so a long
     silence after a single purchase reads differently from BG/NBD's.

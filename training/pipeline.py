@@ -8,6 +8,7 @@ leaves the current champion untouched; the MLflow run is marked FAILED with the 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,12 +29,14 @@ from model_contract import registry
 from model_contract.artifacts import (
     CHAMPION,
     FALLBACK_ONNX_FILE,
+    FORECAST_FILE,
     ONNX_FILE,
     REFERENCE_DIR,
     REFERENCE_FEATURES,
     REFERENCE_STATISTICS,
 )
 from model_contract.evaluate import Metrics, comparison_table, evaluate, markdown_table
+from model_contract.forecast import ActivityForecast
 from model_contract.labels import SECONDS_PER_DAY, LabelPolicy, as_of_days
 from model_contract.onnx_runner import as_matrix
 from model_contract.reference import mean_importances, reference_statistics
@@ -41,6 +44,7 @@ from streaming.archive import daily_counts
 from training.baselines import fit_baselines
 from training.data import NoTrainingData, sample_customers
 from training.dataset import TimeSplit, labelled_entities, split_by_time, training_set
+from training.forecast import ForecastUnavailable, fit_forecast
 from training.gate import decide
 from training.model import FittedModels, ModelParams, combine, fit_members
 from training.model_card import model_card
@@ -49,7 +53,7 @@ from training.plots import save_all
 from training.reference import reference_entities
 from training.tracking import load_ensemble, log_model
 
-STEPS = ("labels", "features", "fit", "baselines", "evaluate", "log", "gate")
+STEPS = ("labels", "features", "fit", "baselines", "forecast", "evaluate", "log", "gate")
 
 
 class Reporter:
@@ -229,6 +233,12 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
         baselines = fitted_baselines.fitted
         for name, reason in fitted_baselines.skipped.items():
             mlflow.set_tag(f"baseline_{name}_skipped", reason[:5_000])
+    with timed_step(timings, "forecast", reporter,
+                    f"P(active) and expected transactions over {settings.training.horizon_days} days") as step:
+        forecast = _fit_forecast(settings, train_rows, validation, test)
+        if forecast is not None:
+            step.result = (f"{forecast.model}: test ROC-AUC {forecast.figures.get('test_roc_auc', math.nan):.3f}, "
+                           f"count MAE {forecast.figures.get('test_count_mae', math.nan):.2f}")
     x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
     with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
         probabilities = fitted.ensemble.predict_proba(x_test)
@@ -237,7 +247,7 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
     with tempfile.TemporaryDirectory(prefix="activity-train-") as scratch:
         workdir = Path(scratch)
         with timed_step(timings, "log", reporter, "parameters, metrics, plots, model card, ONNX, reference sample"):
-            info = _log_run(settings, data, fitted, results, probabilities, y_test, workdir)
+            info = _log_run(settings, data, fitted, results, probabilities, y_test, workdir, forecast)
             version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model)
             if settings.serving.model_server == "triton":
                 from model_contract.triton_repository import write_version
@@ -266,8 +276,24 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
                            champion_metrics=champion_metrics, rows=rows, timings=timings)
 
 
+def _fit_forecast(settings: Settings, train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame
+                  ) -> ActivityForecast | None:
+    """The scorer's activity forecast, its figures logged; None (tagged with the reason) if it cannot be fitted."""
+    try:
+        forecast, figures = fit_forecast(train, validation, test, settings.training.horizon_days,
+                                         settings.training.model.seed)
+    except ForecastUnavailable as exc:
+        mlflow.set_tag("forecast_skipped", str(exc)[:5_000])
+        return None
+    mlflow.set_tag("forecast_model", forecast.model)
+    mlflow.log_metrics({f"forecast_{model}_{name}": value for model, scores in figures.items()
+                        for name, value in scores.items() if math.isfinite(value)})
+    return forecast
+
+
 def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, results: dict[str, Any],
-             probabilities: np.ndarray, y_test: np.ndarray, workdir: Path) -> Any:
+             probabilities: np.ndarray, y_test: np.ndarray, workdir: Path,
+             forecast: ActivityForecast | None = None) -> Any:
     t = settings.training
     mlflow.log_params({
         "backend": t.backend, "horizon_days": t.horizon_days, "decline_below": t.decline_below,
@@ -311,7 +337,8 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
                     f"{REFERENCE_DIR}/importances.json")
     onnx_path = save(ensemble_to_onnx(fitted.ensemble), workdir / ONNX_FILE)
     fallback_path = save(fallback_to_onnx(fitted.ensemble), workdir / FALLBACK_ONNX_FILE)
-    return log_model(fitted.ensemble, onnx_path, fallback_path, test.head(50), workdir / "model")
+    forecast_path = forecast.save(workdir / FORECAST_FILE) if forecast is not None else None
+    return log_model(fitted.ensemble, onnx_path, fallback_path, test.head(50), workdir / "model", forecast_path)
 
 
 def split_windows(split: TimeSplit) -> dict[str, str]:

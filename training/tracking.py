@@ -20,18 +20,22 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from features.transform import FEATURE_NAMES
-from model_contract.artifacts import ENSEMBLE_FILE, FALLBACK_ONNX_FILE, ONNX_FILE
+from model_contract.artifacts import ENSEMBLE_FILE, FALLBACK_ONNX_FILE, FORECAST_FILE, ONNX_FILE
 from model_contract.labels import CLASSES
 from model_contract.registry import RegisteredModel
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
-def log_model(ensemble: Any, onnx_path: Path, fallback_path: Path, example: pd.DataFrame, workdir: Path) -> Any:
+def log_model(ensemble: Any, onnx_path: Path, fallback_path: Path, example: pd.DataFrame, workdir: Path,
+              forecast_path: Path | None = None) -> Any:
     """Log the ensemble (pyfunc) with its ONNX exports in the active run; returns MLflow's ModelInfo.
 
-    ``onnx_path`` and ``fallback_path`` land as ``artifacts/model.onnx`` and ``artifacts/fallback_xgboost.onnx``.
+    ``onnx_path`` and ``fallback_path`` land as ``artifacts/model.onnx`` and ``artifacts/fallback_xgboost.onnx``,
+    ``forecast_path`` (the activity forecast, when one was fitted) as ``artifacts/activity_forecast.json``.
     """
+    if forecast_path is not None and forecast_path.name != FORECAST_FILE:
+        raise ValueError(f"the forecast file must be named {FORECAST_FILE}, not {forecast_path.name}")
     if onnx_path.name != ONNX_FILE or fallback_path.name != FALLBACK_ONNX_FILE:
         raise ValueError(f"the ONNX files must be named {ONNX_FILE} and {FALLBACK_ONNX_FILE}, "
                          f"not {onnx_path.name} and {fallback_path.name}")
@@ -43,7 +47,8 @@ def log_model(ensemble: Any, onnx_path: Path, fallback_path: Path, example: pd.D
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
-        artifacts={"ensemble": str(native), "onnx": str(onnx_path), "fallback": str(fallback_path)},
+        artifacts={"ensemble": str(native), "onnx": str(onnx_path), "fallback": str(fallback_path),
+                   **({"forecast": str(forecast_path)} if forecast_path is not None else {})},
         signature=infer_signature(example, output),
         input_example=example.head(5),
         pip_requirements=_requirements(),

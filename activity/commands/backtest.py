@@ -82,6 +82,13 @@ def backtest(
     if report.target == "active":  # how the predicted purchase counts rank and match the actual ones
         console.print(_metrics_table(report, {"count_spearman": "Spearman", "count_mae": "MAE"},
                                      "purchases in the horizon: predicted count (or P(active)) vs actual"))
+    if report.forecast:
+        f = {k: v for k, v in report.forecast.items() if k != "model"}
+        nan = float("nan")
+        console.print(f"the scorer's forecast ({report.forecast['model']}, from the features): P(active) ROC-AUC "
+                      f"{f.get('test_roc_auc', nan):.4f}, log loss {f.get('test_log_loss', nan):.4f}; expected "
+                      f"transactions MAE {f.get('test_count_mae', nan):.3f}, Spearman "
+                      f"{f.get('test_count_spearman', nan):.4f} on {int(f.get('test_rows', 0)):,} test rows")
     console.print(f"[dim]MLflow run {report.run_id}[/dim]")
     print(json.dumps(report.summary()), flush=True)
 

@@ -125,6 +125,9 @@ def test_the_active_target_from_the_command_line(ledger: Path, settings: Setting
         assert run.data.metrics[f"{name}_count_mae"] >= 0
         assert run.data.metrics[f"{name}_count_spearman"] > 0.2, name
     assert "Spearman" in result.output and "purchases in the horizon" in result.output
+    # the forecast `activity train run` registers for the scorer, fitted and measured the same way
+    assert run.data.tags["forecast_model"] in {"bg_nbd", "pareto_nbd"} and "the scorer's forecast" in result.output
+    assert 0.6 < run.data.metrics["forecast_test_roc_auc"] <= 1.0 and run.data.metrics["forecast_test_count_mae"] >= 0
 
 
 def test_the_command_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,6 +39,8 @@ def scorer(trained: Settings, first) -> Iterator[tuple[TestClient, dict[str, str
 
 def test_a_query_returns_the_champions_prediction_from_the_parity_features(scorer, first) -> None:
     from model_contract import registry
+    from model_contract.artifacts import FORECAST_FILE
+    from model_contract.forecast import ActivityForecast
     from model_contract.onnx_runner import as_matrix
     from training.tracking import load_ensemble
 
@@ -47,12 +49,17 @@ def test_a_query_returns_the_champions_prediction_from_the_parity_features(score
     expected_features = online_features(FeatureWriter.open(settings).store, customers, [AS_OF_S] * 3)
     champion = registry.load_by_alias(settings, "champion", settings.home / "test-champion")
     expected = load_ensemble(champion).predict_proba(as_matrix(expected_features))
+    forecast = ActivityForecast.load(champion.artifact(FORECAST_FILE))  # the trainer registered one with it
+    p_active, transactions, _ = forecast.predict(as_matrix(expected_features))
     for i, customer in enumerate(customers):
         answer = client.get(f"/v1/customers/{customer}/activity", params={"as_of": AS_OF}, headers=headers)
         body = assert_champion_answer(answer, champion.version, expected[i])
         probabilities = [body["probabilities"][name] for name in ("decline", "stable", "growth")]
         assert body["activity_score"] == pytest.approx(probabilities[2] - probabilities[0], abs=1e-5)
         assert body["request_id"] == answer.headers["X-Request-ID"]
+        assert body["forecast"]["model"] == forecast.model and body["forecast"]["horizon_days"] == 30
+        assert body["forecast"]["p_active"] == pytest.approx(p_active[i], abs=1e-5)
+        assert body["forecast"]["expected_transactions"] == pytest.approx(transactions[i], abs=1e-3)
 
 
 def test_concurrent_requests_are_scored_together_and_answered_as_alone(scorer) -> None:
@@ -97,6 +104,7 @@ def test_batch_answers_each_customer_and_never_seen_ones_get_cold_start(scorer) 
     assert [r["customer_id"] for r in results] == ["c0000001", "never-seen-1"]
     assert results[0]["features"]["known"] and not results[1]["features"]["known"]
     assert results[1]["features"]["as_of"] is None and not results[1]["degraded"]
+    assert 0.0 <= results[0]["forecast"]["p_active"] <= 1.0 and results[1]["forecast"] is None  # no history to read
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [

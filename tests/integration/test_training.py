@@ -37,6 +37,14 @@ def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, f
     assert len([p for p in artifacts if p.startswith("plots/") and p.endswith(".png")]) >= 5
     loaded = registry.load_by_alias(trained, "champion", tmp_path)
     assert loaded is not None and loaded.onnx_path.is_file()
+    from model_contract.artifacts import FORECAST_FILE
+    from model_contract.forecast import ActivityForecast
+
+    forecast = ActivityForecast.load(loaded.artifact(FORECAST_FILE))
+    assert forecast.horizon_days == 30 and run.data.tags["forecast_model"] == forecast.model
+    logged = run.data.metrics[f"forecast_{forecast.model}_test_roc_auc"]
+    assert logged == pytest.approx(forecast.figures["test_roc_auc"])
+    assert forecast.figures["test_roc_auc"] > 0.6
     import mlflow
 
     info = mlflow.models.get_model_info(f"models:/{trained.mlflow.registered_model}@champion")

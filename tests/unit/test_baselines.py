@@ -19,6 +19,9 @@ from scipy.stats import poisson
 from sklearn.metrics import roc_auc_score
 
 from features.transform import FEATURE_NAMES, window_features
+from model_contract.bg_nbd import expected_purchases as bgnbd_expected_purchases
+from model_contract.bg_nbd import fit_params as fit_bgnbd_params
+from model_contract.bg_nbd import p_active as bgnbd_p_active
 from model_contract.labels import LabelPolicy, as_of_grid, label_activity_change
 from streaming.history import ActivityHistory
 from streaming.simulator import Population, make_population, simulate
@@ -30,10 +33,7 @@ from training.baselines import (
     DailyHistory,
     PersistenceBaseline,
     RecencyFrequencyBaseline,
-    bgnbd_expected_purchases,
-    bgnbd_p_active,
     fit_baselines,
-    fit_bgnbd_params,
 )
 from training.dataset import split_by_time
 from training.oracle import EPOCH, OracleClassifier, as_of_days, expected_next, poisson_class_probabilities

@@ -8,7 +8,7 @@ import pytest
 from scipy.integrate import quad
 from sklearn.metrics import roc_auc_score
 
-from training import pareto_nbd
+from model_contract import pareto_nbd
 
 PARAMETER_SETS = (  # alpha > beta, alpha < beta, and far apart
     {"r": 0.55, "alpha": 10.6, "s": 0.61, "beta": 11.7},

@@ -487,3 +487,61 @@ def test_an_unexpected_failure_is_a_problem_for_each_waiting_request_and_later_o
     assert {r.status_code for r in first} == {500}
     assert all(r.headers["content-type"].startswith("application/problem+json") for r in first)
     assert later.status_code == 200 and later.json()["class"] in CLASSES
+
+
+# ------------------------------------------------------------------- the activity forecast beside the class
+
+
+def with_forecasts(holder: Any, champion: Any, challenger: Any) -> Any:
+    from dataclasses import replace
+
+    served = holder._served
+    holder._served = replace(served, champion=replace(served.champion, forecast=champion),
+                             challenger=replace(served.challenger, forecast=challenger))
+    return holder
+
+
+def test_each_arm_answers_its_versions_forecast_and_a_never_seen_customer_gets_none(settings: Settings,
+                                                                                      tmp_path: Path) -> None:
+    from model_contract.forecast import ActivityForecast
+    from serving.scorer import Scorer
+
+    forecasts = {"champion": ActivityForecast("bg_nbd", {"r": 0.8, "alpha": 12.0, "a": 0.6, "b": 2.5}, 30),
+                 "challenger": ActivityForecast("pareto_nbd", {"r": 0.55, "alpha": 10.6, "s": 0.61, "beta": 11.7}, 90)}
+    rows = customer_rows()
+    scorer = Scorer(settings, with_forecasts(make_holder(settings, tmp_path), *forecasts.values()),
+                    FakeOnline(rows), None)
+    customers = [*rows, "never-seen"]
+    answers = scorer.score(customers, [AS_OF_S] * len(customers), "req")
+    for customer, answer in zip(customers, answers, strict=True):
+        if customer == "never-seen":
+            assert answer["forecast"] is None
+            continue
+        forecast = forecasts[answer["model"]["arm"]]
+        p_active, expected, _ = forecast.predict(rows[customer][None, :])
+        assert answer["forecast"] == {"model": forecast.model, "horizon_days": forecast.horizon_days,
+                                      "p_active": round(float(p_active[0]), 6),
+                                      "expected_transactions": round(float(expected[0]), 4)}
+        assert 0.0 < answer["forecast"]["p_active"] < 1.0
+    assert {a["model"]["arm"] for a in answers} == {"champion", "challenger"}
+
+
+def test_a_version_without_a_forecast_answers_the_class_alone(settings: Settings, tmp_path: Path) -> None:
+    from serving.scorer import Scorer
+
+    scorer = Scorer(settings, make_holder(settings, tmp_path), FakeOnline(customer_rows()), None)
+    answers = scorer.score(list(customer_rows()), [AS_OF_S] * 16, "req")
+    assert all(a["forecast"] is None and a["class"] in CLASSES for a in answers)
+
+
+def test_a_broken_forecast_file_rejects_the_version_and_a_missing_one_is_none(tmp_path: Path) -> None:
+    from model_contract.artifacts import FORECAST_FILE, artifact_path
+    from model_contract.forecast import ForecastError
+    from serving.scoring import forecast_of
+
+    assert forecast_of(tmp_path) is None
+    path = artifact_path(tmp_path, FORECAST_FILE)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"model": "bg_nbd", "params": {"r": 1.0}, "horizon_days": 30}')
+    with pytest.raises(ForecastError, match="needs parameters r, alpha, a, b"):
+        forecast_of(tmp_path)
