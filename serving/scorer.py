@@ -73,12 +73,14 @@ class Scorer:
         except OnlineStoreUnavailable as exc:
             cause = f"online store: {exc}"
             x, state_times, known = None, [None] * len(customer_ids), [False] * len(customer_ids)
+        served = self.holder.served  # one snapshot: the class and the forecast come from the same version
         arms = [self.arm(c) for c in customer_ids]
         results: list[dict[str, Any]] = [{} for _ in customer_ids]
         for arm in set(arms):
             rows = [i for i, a in enumerate(arms) if a == arm]
-            scored = self._score_rows(x[rows] if x is not None else None, len(rows), arm, cause, not one_request)
-            forecasts = self._forecasts(x[rows] if x is not None else None, arm)
+            scored = self._score_rows(x[rows] if x is not None else None, len(rows), arm, cause, not one_request,
+                                      served)
+            forecasts = self._forecasts(x[rows] if x is not None else None, arm, served)
             for k, (i, (by, j)) in enumerate(zip(rows, scored, strict=True)):
                 results[i] = self._answer(customer_ids[i], as_of_s[i], state_times[i], known[i], by, j, arm,
                                           request_ids[i], forecasts[k] if forecasts else None)
@@ -87,7 +89,7 @@ class Scorer:
         return results
 
     def _score_rows(self, x: np.ndarray | None, rows: int, arm: str, cause: str | None,
-                    separate: bool) -> list[tuple[Scored, int]]:
+                    separate: bool, served: Any = None) -> list[tuple[Scored, int]]:
         """Per row: the scores that answer it and its row in them.
 
         ``separate``: each row is a request of its own (a micro-batch): fallbacks are counted per row,
@@ -100,9 +102,9 @@ class Scorer:
             metrics.FALLBACKS.labels("prior", "online_store").inc(requests)
             prior = Scored(probabilities, np.argmax(probabilities, axis=1), "class-prior", None, "prior", cause)
             return [(prior, j) for j in range(rows)]
-        result = self.holder.score_with_fallback(x, prefer=arm)
-        if separate and rows > 1 and result.level != arm and self._loaded_model_failed(arm, result.level):
-            return [(self._scored(self.holder.score_with_fallback(x[j:j + 1], prefer=arm), 1), 0)
+        result = self.holder.score_with_fallback(x, prefer=arm, served=served)
+        if separate and rows > 1 and result.level != arm and self._loaded_model_failed(arm, result.level, served):
+            return [(self._scored(self.holder.score_with_fallback(x[j:j + 1], prefer=arm, served=served), 1), 0)
                     for j in range(rows)]
         scored = self._scored(result, requests)
         return [(scored, j) for j in range(rows)]
@@ -113,13 +115,14 @@ class Scorer:
         return Scored(result.probabilities, result.label, result.model_name, result.model_version,
                       result.level if result.degraded else None, "model unavailable" if result.degraded else None)
 
-    def _forecasts(self, x: np.ndarray | None, arm: str) -> list[dict[str, Any] | None]:
-        """Each row's activity forecast from the arm's version (the champion's when the arm has none loaded).
+    def _forecasts(self, x: np.ndarray | None, arm: str, served: Any) -> list[dict[str, Any] | None]:
+        """Each row's activity forecast from the arm's version in ``served`` (the champion's when the arm has
+        none loaded).
 
         Empty when there are no features or no loaded version carries a forecast; a row without a
-        purchase on record, or whose forecast fails, gets None: the class answer never depends on it.
+        purchase on record gets None, and a failing forecast leaves every row's None: the class answer
+        never depends on it.
         """
-        served = self.holder.served
         model = served.challenger if arm == "challenger" and served.challenger is not None else served.champion
         forecast = getattr(model, "forecast", None)
         if x is None or forecast is None:
@@ -133,10 +136,10 @@ class Scorer:
                  "p_active": round(float(p_active[k]), 6), "expected_transactions": round(float(expected[k]), 4)}
                 if usable[k] else None for k in range(len(usable))]
 
-    def _loaded_model_failed(self, arm: str, answered: str) -> bool:
+    def _loaded_model_failed(self, arm: str, answered: str, served: Any = None) -> bool:
         """Whether a level before ``answered`` in ``arm``'s chain has a model (so it failed, maybe on one row),
         rather than none being loaded (which fails every row alike)."""
-        served = self.holder.served
+        served = self.holder.served if served is None else served
         for level in ("challenger", "champion", "single") if arm == "challenger" else ("champion", "single"):
             if level == answered:
                 return False

@@ -227,10 +227,14 @@ class ModelHolder:
             probabilities, label = _run_remote(model.remote, x, level)
         return ScoreResult(probabilities, label, model.name, model.version, level, level == "inprocess")
 
-    def score_with_fallback(self, x: np.ndarray, prefer: Level = "champion") -> ScoreResult:
-        """The first level of the chain that answers: [challenger ->] champion -> single -> heuristic."""
+    def score_with_fallback(self, x: np.ndarray, prefer: Level = "champion", served: Served | None = None
+                            ) -> ScoreResult:
+        """The first level of the chain that answers: [challenger ->] champion -> single -> heuristic.
+
+        ``served``: the snapshot to score with (a caller that reads the versions' other files, such as
+        their forecasts, passes the one it read them from); the current one by default."""
         x = _as_features(x)
-        served = self._served  # one snapshot for the whole chain
+        served = self._served if served is None else served  # one snapshot for the whole chain
         chain: tuple[Level, ...] = ("champion", "single", "heuristic")
         if served.champion is not None and served.champion.remote is not None:
             chain = ("champion", "inprocess", "single", "heuristic")

@@ -545,3 +545,31 @@ def test_a_broken_forecast_file_rejects_the_version_and_a_missing_one_is_none(tm
     path.write_text('{"model": "bg_nbd", "params": {"r": 1.0}, "horizon_days": 30}')
     with pytest.raises(ForecastError, match="needs parameters r, alpha, a, b"):
         forecast_of(tmp_path)
+
+
+def test_a_reload_during_a_request_answers_class_and_forecast_from_one_version(settings: Settings,
+                                                                             tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from model_contract.forecast import ActivityForecast
+    from serving.scorer import Scorer
+
+    old = {"3": ActivityForecast("bg_nbd", {"r": 0.8, "alpha": 12.0, "a": 0.6, "b": 2.5}, 30),
+           "4": ActivityForecast("bg_nbd", {"r": 0.8, "alpha": 12.0, "a": 0.6, "b": 2.5}, 60)}
+    holder = with_forecasts(make_holder(settings, tmp_path), old["3"], old["4"])
+    swapped = holder._served
+    new = replace(swapped, champion=replace(swapped.champion, version="5", forecast=replace(old["3"], horizon_days=90)),
+                  challenger=None)
+    scorer = Scorer(settings, holder, FakeOnline(customer_rows()), None)
+    arm = scorer.arm
+
+    def arm_then_reload(customer_id: str) -> str:  # a reload lands while the request is being scored
+        chosen = arm(customer_id)
+        holder._served = new
+        return chosen
+
+    scorer.arm = arm_then_reload  # type: ignore[method-assign]
+    answers = scorer.score(list(customer_rows()), [AS_OF_S] * 16, "req")
+    for answer in answers:
+        assert answer["model"]["version"] in old
+        assert answer["forecast"]["horizon_days"] == old[answer["model"]["version"]].horizon_days
