@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,14 +50,15 @@ def default_limitations(policy: LabelPolicy) -> list[str]:
 def model_card(*, model_name: str, split: Mapping[str, Window], policy: LabelPolicy, feature_names: Sequence[str],
                table: pd.DataFrame, headline: Mapping[str, float], model_version: str = "unregistered",
                headline_name: str = "ensemble", details: Mapping[str, str] | None = None,
-               limitations: Sequence[str] | None = None) -> str:
+               limitations: Sequence[str] | None = None, forecast: Mapping[str, Any] | None = None) -> str:
     """Markdown for one model version.
 
     ``split`` maps train/validation/test to ``(first as-of, last as-of, rows)``; ``table`` is
     ``comparison_table`` over every model and baseline on the test window; ``headline`` is the
     chosen model's ``Metrics.as_dict()`` (called ``headline_name`` in the table). The version is
     usually unknown until the model is registered, hence the placeholder. ``details`` adds free
-    key/value rows (run id, commit); ``limitations`` replaces ``default_limitations(policy)``.
+    key/value rows (run id, commit); ``limitations`` replaces ``default_limitations(policy)``;
+    ``forecast`` (the activity forecast's ``model``, ``horizon_days`` and ``figures``) adds its section.
     """
     limitations = default_limitations(policy) if limitations is None else list(limitations)
     identity = {"model": model_name, "version": model_version, **(details or {})}
@@ -68,10 +70,25 @@ def model_card(*, model_name: str, split: Mapping[str, Window], policy: LabelPol
         f"## Features ({len(feature_names)})", "\n".join(f"- `{name}`" for name in feature_names),
         "## Comparison on the test window", _comparison_note(), markdown_table(table),
         f"## Headline metrics: {headline_name}", _headline(headline), _per_class(headline),
+        *(["## Activity forecast", _forecast(forecast)] if forecast else []),
         "## Intended use", intended_use(policy),
         "## Limitations", "\n".join(f"- {item}" for item in limitations),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _forecast(forecast: Mapping[str, Any]) -> str:
+    figures: Mapping[str, Any] = forecast.get("figures") or {}
+    rows = "\n".join(f"| {name.removeprefix('test_')} | {_number(value)} |" for name, value in figures.items()
+                     if name.startswith("test_"))
+    return (f"Served beside the class: P(any transaction in the next {forecast.get('horizon_days')} days) and the "
+            f"expected transactions in them, from {forecast.get('model')} fitted on the training rows' features "
+            f"(`lifetime_tx_count`, `purchase_span_days`, `tenure_days`). On the test window:\n\n"
+            f"| figure | value |\n| --- | ---: |\n{rows}")
+
+
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else "n/a"
 
 
 def _key_values(values: Mapping[str, object]) -> str:

@@ -322,7 +322,7 @@ def _log_run(settings: Settings, data: TrainingData, fitted: FittedModels, resul
         split={name: (as_of_date(getattr(data.split, name).min()), as_of_date(getattr(data.split, name).max()),
                       len(data.part(name))) for name in ("train", "validation", "test")},
         policy=policy_of(settings), feature_names=list(FEATURE_NAMES), table=table,
-        headline=results["ensemble"].as_dict(),
+        headline=results["ensemble"].as_dict(), forecast=forecast.to_dict() if forecast is not None else None,
     ), "model_card.md")
     entities = reference_entities(data.daily, t.reference_sample_rows, seed=t.model.seed)
     sample = historical_features(open_feature_store(settings), entities)[[*entities.columns, *FEATURE_NAMES]]

@@ -47,6 +47,9 @@ def test_first_run_registers_a_champion_with_every_artifact(trained: Settings, f
     assert forecast.figures["test_roc_auc"] > 0.6
     import mlflow
 
+    card = mlflow.artifacts.load_text(f"runs:/{outcome.run_id}/model_card.md")
+    assert "## Activity forecast" in card and f"from {forecast.model}" in card
+
     info = mlflow.models.get_model_info(f"models:/{trained.mlflow.registered_model}@champion")
     assert info.signature is not None and [c.name for c in info.signature.inputs] == list(FEATURE_NAMES)
     assert (loaded.directory / "input_example.json").is_file()

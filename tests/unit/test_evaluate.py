@@ -203,3 +203,14 @@ def test_model_card_shows_missing_metrics_as_not_available() -> None:
     card = model_card(model_name="activity", split={"test": ("2024-01-01", "2024-01-02", 1)}, policy=LabelPolicy(),
                       feature_names=[], table=comparison_table({}), headline={"roc_auc": math.nan})
     assert "| roc_auc | n/a |" in card and "version unregistered" in card
+
+
+def test_model_card_shows_the_activity_forecast_when_there_is_one() -> None:
+    base = {"model_name": "activity", "split": {"test": ("2024-01-01", "2024-01-02", 1)}, "policy": LabelPolicy(),
+            "feature_names": [], "table": comparison_table({}), "headline": {"roc_auc": 0.8}}
+    assert "Activity forecast" not in model_card(**base)
+    card = model_card(**base, forecast={"model": "pareto_nbd", "horizon_days": 30,
+                                        "figures": {"validation_roc_auc": 0.7, "test_roc_auc": 0.81234,
+                                                    "test_count_mae": 0.5}})
+    assert "## Activity forecast" in card and "from pareto_nbd" in card and "next 30 days" in card
+    assert "| roc_auc | 0.8123 |" in card and "| count_mae | 0.5000 |" in card and "0.7000" not in card
