@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def main() -> None:
     from model_contract.evaluate import markdown_table
     from model_contract.labels import TARGETS
     from streaming.publish import ColumnMapping
-    from training.backtest import BacktestSource, backtest
+    from training.backtest import BacktestSource, backtest, json_figure
     from training.data import NoTrainingData
 
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
@@ -117,16 +118,12 @@ def main() -> None:
                 forecast = report.forecast
                 summary = {"dataset": name, **report.summary(), "model": report.model,
                            "model_beats_all": report.model_beats_all(), "forecast_model": forecast.get("model"),
-                           "forecast_auc": _round(forecast.get("test_roc_auc")),
-                           "forecast_count_mae": _round(forecast.get("test_count_mae"))}
+                           "forecast_auc": json_figure(forecast.get("test_roc_auc", math.nan)),
+                           "forecast_count_mae": json_figure(forecast.get("test_count_mae", math.nan))}
                 print(json.dumps(summary), flush=True)
                 runs.append(summary)
     print_result({"runs": runs, "model_wins": sum(bool(run["model_beats_all"]) for run in runs),
                   "runs_total": len(runs), "not_evaluated": skipped})
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None or value != value else round(float(value), 4)
 
 
 if __name__ == "__main__":

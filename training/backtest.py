@@ -34,7 +34,7 @@ from model_contract.labels import TARGETS
 from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
 from training.baselines import CLASSIC_MODELS, BgNbdBaseline, PersistenceBaseline, fit_baselines
-from training.forecast import ForecastUnavailable, fit_forecast
+from training.forecast import ForecastUnavailable, fit_forecast, rank_correlation
 from training.hybrid import HybridModel
 from training.pipeline import (
     Reporter,
@@ -103,13 +103,13 @@ class BacktestReport:
         return {
             "target": self.target, "horizon_days": self.horizon_days, "customers": self.customers,
             "rows": sum(self.rows.values()),
-            "model_auc": _round(self.metrics[self.model]["roc_auc"]),
-            "model_macro_f1": _round(self.metrics[self.model]["macro_f1"]),
-            "bgnbd_auc": _round(bgnbd.get("roc_auc", math.nan)),
-            "bgnbd_macro_f1": _round(bgnbd.get("macro_f1", math.nan)),
+            "model_auc": json_figure(self.metrics[self.model]["roc_auc"]),
+            "model_macro_f1": json_figure(self.metrics[self.model]["macro_f1"]),
+            "bgnbd_auc": json_figure(bgnbd.get("roc_auc", math.nan)),
+            "bgnbd_macro_f1": json_figure(bgnbd.get("macro_f1", math.nan)),
             "best_baseline": best,
-            "best_baseline_auc": _round(self.metrics[best]["roc_auc"]),
-            "best_baseline_macro_f1": _round(self.metrics[best]["macro_f1"]),
+            "best_baseline_auc": json_figure(self.metrics[best]["roc_auc"]),
+            "best_baseline_macro_f1": json_figure(self.metrics[best]["macro_f1"]),
         }
 
 
@@ -121,14 +121,12 @@ def count_metrics(test: pd.DataFrame, scores: dict[str, np.ndarray], counts: dic
     probability of activity where it predicts no count, with the actual count. ``count_mae``: mean
     absolute error of the predicted count (NaN for a model without one).
     """
-    from scipy.stats import spearmanr
-
     actual = test["next"].to_numpy(dtype=np.float64)
     figures = {}
     for name, score in scores.items():
         predicted = counts.get(name)
         ranked = np.asarray(predicted if predicted is not None else score, dtype=np.float64)
-        rho = float(spearmanr(ranked, actual).statistic) if np.ptp(ranked) > 0 and np.ptp(actual) > 0 else math.nan
+        rho = rank_correlation(ranked, actual)
         mae = float(np.mean(np.abs(predicted - actual))) if predicted is not None else math.nan
         figures[name] = {"count_spearman": rho, "count_mae": mae}
     return figures
@@ -173,8 +171,9 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-def _round(value: float) -> float | None:
-    return round(float(value), 4) if math.isfinite(value) else None  # JSON has no NaN
+def json_figure(value: float) -> float | None:
+    """A figure for a JSON line: four decimals, None for NaN (JSON has no NaN)."""
+    return round(float(value), 4) if math.isfinite(value) else None
 
 
 def backtest_settings(settings: Settings, work_dir: Path, horizon_days: int | None, target: str = "change"

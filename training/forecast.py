@@ -45,6 +45,13 @@ def calibration_rows(train: pd.DataFrame, seed: int = 0, cap: int = FIT_CUSTOMER
     return rfm.sample(n=cap, random_state=seed) if len(rfm) > cap else rfm.reset_index(drop=True)
 
 
+def rank_correlation(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Spearman's rank correlation; NaN when either side is constant (it is undefined there)."""
+    if np.ptp(predicted) > 0 and np.ptp(actual) > 0:
+        return float(spearmanr(predicted, actual).statistic)
+    return math.nan
+
+
 def measure(forecast: ActivityForecast, frame: pd.DataFrame) -> dict[str, float]:
     """The forecast against ``frame``'s ``next`` counts (rows with a purchase on record)."""
     p_active, expected, seen = forecast.predict(_features(frame))
@@ -52,7 +59,6 @@ def measure(forecast: ActivityForecast, frame: pd.DataFrame) -> dict[str, float]
     p, e, active = p_active[seen], expected[seen], actual > 0
     if len(p) == 0:
         return {"rows": 0.0}
-    rho = spearmanr(e, actual).statistic if np.ptp(e) > 0 and np.ptp(actual) > 0 else math.nan
     return {
         "rows": float(len(p)),
         "active_share": float(active.mean()),
@@ -60,7 +66,7 @@ def measure(forecast: ActivityForecast, frame: pd.DataFrame) -> dict[str, float]
         "log_loss": log_loss(active.astype(np.int64), np.column_stack([1.0 - p, p])),
         "ece": calibration_error(p, active.astype(np.float64)),
         "count_mae": float(np.mean(np.abs(e - actual))),
-        "count_spearman": float(rho),
+        "count_spearman": rank_correlation(e, actual),
     }
 
 
