@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -87,6 +89,84 @@ def parse(raw: DataFrame, earliest: datetime = EARLIEST_EVENT_TIME) -> DataFrame
         partial(parse_records, earliest=earliest), PARSED_DDL)
 
 
+def one_line(error: BaseException) -> str:
+    """An error's qualified type and the first two lines of its text (a Py4J error: the call and the Java exception)."""
+    kind = type(error)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()][:2]
+    return f"{kind.__module__}.{kind.__qualname__}: {' '.join(lines)[:600]}"
+
+
+class BatchFailed(RuntimeError):
+    """A batch failed; the stream's log holds the full traceback, this message names the cause in one line.
+
+    Spark 4.2 tells a stop from a failure by matching a regex with a recursive group against the text of a
+    foreachBatch error; the text of a Py4J error (a Java stack trace inside a Python one) overflows the query
+    thread's stack, which kills the thread with no exception recorded. One line keeps both cases right: an
+    interruption by a stop is recognised as one, a failure is recorded and named by ``query.exception()``.
+    """
+
+    @classmethod
+    def of(cls, batch_id: int, error: BaseException) -> Self:
+        return cls(f"batch {batch_id}: {one_line(error)}")
+
+
+class StreamStopping(BatchFailed):
+    """A batch began after a stop was asked for: it is not committed and is read again at the next start."""
+
+
+class BatchGate:
+    """Lets a stop wait for the batch in flight, and keeps a batch from starting once a stop was asked for.
+
+    Stopping a Spark query cancels the Spark jobs of the batch it runs and interrupts its thread; nothing of
+    that batch is committed, it is read again at the next start. ``close`` makes a stop between batches the
+    rule. A batch that begins after it (Spark starts the next one as soon as the last one is committed)
+    waits in ``enter`` until the stop is under way (``release``) and is then not run.
+    """
+
+    def __init__(self, release_timeout_s: float = 300.0) -> None:
+        self._changed = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._released = False
+        self._release_timeout_s = release_timeout_s
+        self.last_batch: int | None = None  # the last batch that ran
+        self.waiting = False  # a batch waits to be turned away
+
+    def enter(self, batch_id: int) -> bool:
+        """A batch begins: False once closed (after ``release``, or a timeout): the batch must not run."""
+        with self._changed:
+            if self._closed:
+                self.waiting = True
+                self._changed.notify_all()
+                self._changed.wait_for(lambda: self._released, self._release_timeout_s)
+                return False
+            self._busy = True
+            self.last_batch = batch_id
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
+
+    def close(self, timeout_s: float) -> bool:
+        """No batch starts from now on; wait up to ``timeout_s`` for the one in flight. False if it still runs."""
+        with self._changed:
+            self._closed = True
+            return self._changed.wait_for(lambda: not self._busy, timeout_s)
+
+    def release(self) -> None:
+        """The stop is under way: a batch waiting in ``enter`` goes on to fail as interrupted."""
+        with self._changed:
+            self._released = True
+            self._changed.notify_all()
+
+
+def _not_a_stop(record: logging.LogRecord) -> bool:
+    """Py4J logs every error raised by the foreachBatch handler with its traceback; a stop is not an error."""
+    return not (record.exc_info and isinstance(record.exc_info[1], StreamStopping))
+
+
 @dataclass(frozen=True)
 class Classification:
     """A new batch's valid rows (keys in offset order) judged against the stream state."""
@@ -109,8 +189,10 @@ class MicroBatch:
     state: StreamState = field(init=False)
     _folding: ThreadPoolExecutor = field(init=False, repr=False)
     _folded: Future[None] | None = field(default=None, init=False, repr=False)
+    gate: BatchGate = field(default_factory=BatchGate, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        logging.getLogger("py4j.clientserver").addFilter(_not_a_stop)
         lateness = self.settings.streaming.allowed_lateness_hours * 3600
         self._folding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-fold")
         self.state = StreamState.recover(self.paths.state, lateness, last_committed_batch(self.paths.checkpoint),
@@ -161,11 +243,34 @@ class MicroBatch:
 
     def process(self, raw: DataFrame, batch_id: int) -> None:
         started = time.time()
-        parsed = self._parse(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        if not self.gate.enter(batch_id):
+            raise self._turned_away(batch_id)
         try:
-            self._process(raw, parsed, batch_id, started)
+            parsed = self._parse(raw).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                self._process(raw, parsed, batch_id, started)
+            finally:
+                parsed.unpersist()
+        except Exception as exc:
+            log.exception("batch %s failed; it is not committed and is read again at the next start", batch_id)
+            raise BatchFailed.of(batch_id, exc) from None
         finally:
-            parsed.unpersist()
+            self.gate.leave()
+
+    def _turned_away(self, batch_id: int) -> StreamStopping:
+        """The error a batch that began during a stop fails with: the interruption of the query's thread.
+
+        PySpark runs the handler's calls into the JVM on the query's own thread (pinned threads), which the
+        stop has interrupted: a sleep there raises that interruption, and Spark takes it for the stop it is.
+        """
+        jvm = self.spark.sparkContext._jvm
+        try:
+            if jvm is not None:
+                jvm.java.lang.Thread.sleep(1)
+        except Exception as interrupted:
+            return StreamStopping.of(batch_id, interrupted)
+        return StreamStopping(f"batch {batch_id} began while the stream was stopping; it is read again at the "
+                              "next start")
 
     def _process(self, raw: DataFrame, parsed: DataFrame, batch_id: int, started: float) -> None:
         phases: dict[str, float] = {}

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from activity_settings import ActivityError, Settings
 from infra.kafka_access import KafkaAccessError, admin_client, cluster_metadata
@@ -16,6 +17,11 @@ from infra.reachability import ServiceUnavailable, kafka_requirement, redis_requ
 from infra.topics import topic_offsets
 from streaming import metrics
 from streaming.paths import StreamPaths
+
+if TYPE_CHECKING:
+    from pyspark.sql.streaming import StreamingQuery
+
+    from streaming.job import BatchGate
 
 log = logging.getLogger("activity.stream")
 
@@ -41,6 +47,9 @@ STREAM_SPARK_CONF = {
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
 }
+# How long a stop waits for the batch in flight; `activity up` gives the stream 120 s to exit.
+STOP_GRACE_S = 90.0
+COMMIT_WAIT_S = 10.0
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
@@ -73,13 +82,60 @@ def caught_up(settings: Settings, progress: dict | None) -> bool:
     return all(committed.get(partition, low) >= high for partition, (low, high) in latest.items())
 
 
+@dataclass
+class _Progress:
+    """The batches reported so far: metrics, a line per batch with records, and the totals."""
+
+    report: Callable[[str], None]
+    batches: int = 0
+    rows: int = 0
+    last_id: int = -1
+
+    def take(self, recent: list[dict]) -> None:
+        for progress in recent:
+            if progress["batchId"] > self.last_id:
+                self.last_id = progress["batchId"]
+                metrics.record_progress(progress)
+                self.batches += 1
+                self.rows += progress.get("numInputRows", 0)
+                if progress.get("numInputRows"):
+                    self.report(f"batch {progress['batchId']}: {progress['numInputRows']:,} records, "
+                                f"{progress.get('processedRowsPerSecond') or 0:,.0f}/s")
+
+
+def _stop_between_batches(query: StreamingQuery, gate: BatchGate, grace_s: float,
+                          report: Callable[[str], None]) -> None:
+    """Stop the query once the batch in flight is done and committed; a batch that begins meanwhile is not run."""
+    if not gate.close(grace_s):
+        report(f"the batch in flight did not finish within {grace_s:.0f} s of the stop; stopping it "
+               "(it is read again at the next start)")
+    elif gate.last_batch is not None:  # Spark commits a batch after its handler returned, then reports it
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        while query.isActive and not gate.waiting and time.monotonic() < deadline:
+            progress = query.lastProgress
+            if progress is not None and progress["batchId"] >= gate.last_batch:
+                break
+            time.sleep(0.02)
+    stopping = threading.Thread(target=query.stop, name="activity-stream-stop")
+    stopping.start()
+    while stopping.is_alive() and query.isActive:
+        time.sleep(0.02)
+    gate.release()  # the query is TERMINATED: a batch waiting at the gate fails as interrupted
+    stopping.join()
+
+
 def run_stream(
     settings: Settings,
     *,
     until_idle_s: float | None = None,
     report: Callable[[str], None] = lambda _: None,
+    stop_grace_s: float = STOP_GRACE_S,
 ) -> StreamSummary:
-    """Run until stopped (SIGINT/SIGTERM), or, with ``until_idle_s``, until caught up and idle that long."""
+    """Run until stopped (SIGINT/SIGTERM), or, with ``until_idle_s``, until caught up and idle that long.
+
+    A stop lets the batch in flight finish (up to ``stop_grace_s``) and starts no new one, so the query stops
+    between batches; a batch cut short is not committed and is read again at the next start.
+    """
     kafka = settings.kafka
     try:  # nothing listening fails here within seconds, naming the setting and the command that starts it
         require_all(kafka_requirement(kafka), redis_requirement(settings.feature_store))
@@ -121,21 +177,12 @@ def run_stream(
            f"(checkpoint {paths.checkpoint})")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    batches = rows = 0
-    last_id = -1
+    seen = _Progress(report)
     idle_since: float | None = None
     try:
         while not stop.is_set() and query.isActive:
             time.sleep(0.5)
-            for progress in query.recentProgress:
-                if progress["batchId"] > last_id:
-                    last_id = progress["batchId"]
-                    metrics.record_progress(progress)
-                    batches += 1
-                    rows += progress.get("numInputRows", 0)
-                    if progress.get("numInputRows"):
-                        report(f"batch {progress['batchId']}: {progress['numInputRows']:,} records, "
-                               f"{progress.get('processedRowsPerSecond') or 0:,.0f}/s")
+            seen.take(query.recentProgress)
             if until_idle_s is not None:
                 if caught_up(settings, query.lastProgress):
                     idle_since = idle_since or time.monotonic()
@@ -148,7 +195,7 @@ def run_stream(
             raise StreamError(f"the streaming query failed: {error}")
         done = until_idle_s is not None and idle_since is not None
     finally:
-        query.stop()
+        _stop_between_batches(query, handler.gate, stop_grace_s, report)
         try:
             handler.close()  # the last batch's fold and a snapshot still being written
         except Exception as exc:  # what a next batch would have failed the query with
@@ -156,4 +203,8 @@ def run_stream(
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-    return StreamSummary(batches=batches, input_rows=rows, caught_up=done)
+    error = query.exception()  # a stop is not one; a batch that failed while the query stopped is
+    if error is not None:
+        raise StreamError(f"the streaming query failed while stopping: {error}")
+    seen.take(query.recentProgress)  # the batch the stop waited for
+    return StreamSummary(batches=seen.batches, input_rows=seen.rows, caught_up=done)

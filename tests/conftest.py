@@ -33,6 +33,8 @@ def stack_settings(data_dir: Path) -> Settings:
         data_dir=data_dir,
         kafka=KafkaSettings(port=free_port(), controller_port=free_port(), partitions=4),
         spark={"master": "local[2]", "driver_memory": "2g", "shuffle_partitions": 4},
+        # The embedded Triton's ports too: `./run demo` leaves its stack running for the next command.
+        serving={"port": free_port(), "triton_port": free_port(), "triton_metrics_port": free_port()},
     )
 
 

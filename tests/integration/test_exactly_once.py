@@ -139,3 +139,54 @@ def test_a_committed_batch_whose_feature_write_failed_is_written_on_restart(
     assert sorted(streamed.index) == sorted(rebuilt.index)
     seen = sorted(rebuilt.index)
     assert_same_states(streamed.loc[seen, STATE_FEATURE].tolist(), rebuilt.loc[seen, STATE_FEATURE].tolist(), seen)
+
+
+@pytest.mark.parametrize("next_batch", ["not begun", "turned away"])
+def test_a_stop_lets_the_batch_in_flight_commit_and_loses_nothing(
+        kafka_stack: Settings, tmp_path: Path, spark, monkeypatch: pytest.MonkeyPatch, next_batch: str) -> None:
+    """SIGINT in the middle of a batch: the batch finishes and is committed, the query stops between batches
+    without an error (a batch Spark began meanwhile is turned away, uncommitted), and the next start reads
+    exactly the rest."""
+    import threading
+
+    from streaming.job import BatchGate, MicroBatch
+    from streaming.runner import run_stream
+
+    settings = isolated(kafka_stack, tmp_path / "stream", max_offsets_per_trigger=3_000)
+    population = make_population(800, date(2026, 1, 1), 40, seed=9)
+    report = publish_simulation(settings.kafka, population)
+    assert report.delivered > 10_000  # a backlog: Spark begins each batch as soon as the last one is committed
+    real_process = MicroBatch._process
+
+    def stopped_during_batch_1(self: MicroBatch, raw, parsed, batch_id: int, started: float) -> None:
+        if batch_id == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2.0)  # the stop waits for this batch
+        real_process(self, raw, parsed, batch_id, started)
+
+    monkeypatch.setattr(MicroBatch, "_process", stopped_during_batch_1)
+    turned_away = threading.Event()
+    if next_batch == "turned away":  # hold the stop until Spark has begun batch 2, to see it turned away
+        real_close = BatchGate.close
+
+        def close_once_batch_2_waits(self: BatchGate, timeout_s: float) -> bool:
+            drained = real_close(self, timeout_s)
+            deadline = time.monotonic() + 60
+            while not self.waiting and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self.waiting:
+                turned_away.set()
+            return drained
+
+        monkeypatch.setattr(BatchGate, "close", close_once_batch_2_waits)
+    first = run_stream(settings)  # returns on the SIGINT; a failure raises StreamError
+    paths = StreamPaths.of(settings)
+    assert (paths.checkpoint / "commits" / "1").exists()  # the batch in flight at the stop was committed
+    assert not (paths.checkpoint / "commits" / "2").exists()
+    assert int((paths.state / "written").read_text()) == 1
+    assert turned_away.is_set() == (next_batch == "turned away")
+    assert first.batches == 2
+
+    monkeypatch.undo()
+    rest = run_stream(settings, until_idle_s=2.0)
+    assert first.input_rows + rest.input_rows == report.delivered  # nothing lost, nothing read twice
