@@ -393,9 +393,10 @@ def write_report(results: Sequence[BenchResult], out: Path, *, quick: bool, star
         "| --- | --- | --- | --- |",
     ]
     for r in results:
-        judged = [c for c in checks(r.name, r.figures, r.samples) if c.met is not None] if r.ok else []
+        judged = ([c for c in checks(r.name, r.figures, r.samples) if c.met is not None]
+                  if r.ok and r.figures is not None else [])
         status = "ok" if r.ok else f"**failed** ({r.error})"
-        targets = f"{sum(c.met for c in judged)} of {len(judged)}" if judged else "-"
+        targets = f"{sum(1 for c in judged if c.met)} of {len(judged)}" if judged else "-"
         lines.append(f"| {r.name} | {status} | {_duration(r.seconds)} | {targets} |")
     lines.append("")
     for r in [*failed, *(r for r in results if r.ok)]:
@@ -529,7 +530,7 @@ def _bars(axes: Any, labels: Sequence[str], values: Sequence[float | None], titl
 
 
 def _throughput(results: dict[str, BenchResult]) -> Figure | None:
-    ingest, serve, produce = (_figures_of(results, n) for n in ("ingest", "serve", "produce"))
+    ingest, serve, produce = (_figures_of(results, n) or {} for n in ("ingest", "serve", "produce"))
     timeline = ((_samples_of(results, "ingest") or {}).get("sustained") or {}).get("batches") or []
     panels = [p for p, present in (("ingest", ingest), ("timeline", timeline), ("serve", serve),
                                    ("produce", produce)) if present]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pandas as pd
@@ -58,7 +58,15 @@ class DemoFailed(ActivityError, RuntimeError):
     """A step's check failed; the message says which and what was seen."""
 
 
-SHIFT = {"amount_factor": 3.0, "category": "grocery", "channel_mix": (0.1, 0.2, 0.3, 0.1, 0.3)}
+class _ShiftArgs(TypedDict):
+    """The fields of ``Shift`` the demo sets besides ``from_day``."""
+
+    amount_factor: float
+    category: str
+    channel_mix: tuple[float, ...]
+
+
+SHIFT: _ShiftArgs = {"amount_factor": 3.0, "category": "grocery", "channel_mix": (0.1, 0.2, 0.3, 0.1, 0.3)}
 
 
 def demo_settings(settings: Settings, tag: str) -> Settings:

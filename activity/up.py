@@ -37,7 +37,7 @@ from model_contract.artifacts import CHAMPION
 from model_contract.registry import client, tracking_uri
 from serving.auth import issue_token
 from streaming.publish import Pace, TransactionPublisher, encode_simulated, publish_simulation
-from streaming.simulator import live_events, make_population
+from streaming.simulator import Population, live_events, make_population
 
 ERROR_MARKERS = ("Traceback (most recent call last)", " ERROR ", "[error]", "Exception in thread")
 # Spark and Py4J log these at ERROR on a normal shutdown; they are not failures of the platform.
@@ -88,7 +88,7 @@ class Upstream:
     """Simulated transactions happening now, at ``rate`` per second, until stopped."""
 
     settings: Settings
-    population: object  # streaming.simulator.Population
+    population: Population
     rate: float
     sent: int = 0
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -173,8 +173,8 @@ def run_up(settings: Settings, console: Console, *, customers: int, history_days
         stack_down(settings)
         console.print("  broker: stopped")
     errors = _log_errors(services, marks)
-    for service, line in errors[:20]:
-        console.print(f"[red]error in {service} log:[/red] {line}", highlight=False)
+    for name, line in errors[:20]:
+        console.print(f"[red]error in {name} log:[/red] {line}", highlight=False)
     sent = upstream.sent if upstream is not None else 0
     console.print(f"up: {sent:,} live transactions sent; {len(errors)} error lines in the services' logs "
                   f"({logs})")
@@ -204,7 +204,7 @@ def _has_champion(settings: Settings) -> bool:
     return True
 
 
-def _bootstrap(settings: Settings, console: Console, population: object, history_days: int, stream: Service,
+def _bootstrap(settings: Settings, console: Console, population: Population, history_days: int, stream: Service,
                logs: Path, env: dict[str, str]) -> None:
     """A fresh data directory: publish the history, let the stream catch up, train the first champion."""
     console.print(f"  first start: publishing {history_days} days of history of {population.size:,} customers")

@@ -127,7 +127,8 @@ def run_scenario(world: World, champion: Champion, populations: dict[int, pd.Dat
     reference = champion.reference
     edges = {name: bin_edges(reference[name].to_numpy()) for name in FEATURE_NAMES}
     reference_shares = {name: bin_shares(reference[name].to_numpy(), edges[name]) for name in FEATURE_NAMES}
-    rows, served = [], []
+    rows: list[dict[str, object]] = []
+    served: list[Answers] = []
     for day, population in populations.items():
         features = population.iloc[scored_rows(population, scenario, day >= shift_from, size, share, seed, day)]
         probabilities = champion.model.predict_proba(features[list(FEATURE_NAMES)].to_numpy(dtype=np.float32))

@@ -44,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import FunctionType
+from typing import cast
 
 import numpy as np
 import psutil
@@ -79,7 +81,7 @@ def job_settings(stack: Settings, data_dir: Path, transactions: str, **streaming
     settings = stack.model_copy(update={
         "data_dir": data_dir,
         "kafka": stack.kafka.model_copy(update={"topics": topics}),
-        "streaming": StreamingSettings(**{"metrics_port": 0, **streaming}),
+        "streaming": StreamingSettings.model_validate({"metrics_port": 0, **streaming}),
     })
     ensure_topics(settings.kafka)
     return settings
@@ -421,8 +423,8 @@ def _run_peer(settings: Settings, expected: int, max_offsets: int, timeout_s: fl
         batch_source=FileSource(name="latest_batch", path="data/latest.parquet", timestamp_field="event_timestamp"),
     )
     view = StreamFeatureView(
-        name="customer_latest", entities=[customer], ttl=timedelta(0), source=source, mode="spark", udf=peer_udf,
-        udf_string="", timestamp_field="event_timestamp",
+        name="customer_latest", entities=[customer], ttl=timedelta(0), source=source, mode="spark",
+        udf=cast(FunctionType, peer_udf), udf_string="", timestamp_field="event_timestamp",
         schema=[Field(name="amount", dtype=Float64), Field(name="channel", dtype=String),
                 Field(name="merchant_category", dtype=String)],
     )
@@ -430,9 +432,10 @@ def _run_peer(settings: Settings, expected: int, max_offsets: int, timeout_s: fl
     store.apply([customer, source, view])
     config = SparkProcessorConfig(mode="spark", source="kafka", spark_session=spark, processing_time="0 seconds",
                                   query_timeout=1)
-    processor = SparkKafkaProcessor(fs=store, sfv=view, config=config, preprocess_fn=peer_trim,
-                                    stream_source_options={"startingOffsets": "earliest",
-                                                           "maxOffsetsPerTrigger": str(max_offsets)})
+    processor = SparkKafkaProcessor(
+        fs=store, sfv=view, config=config,
+        preprocess_fn=peer_trim,  # type: ignore[arg-type]  # Feast says MethodType, calls any callable
+        stream_source_options={"startingOffsets": "earliest", "maxOffsetsPerTrigger": str(max_offsets)})
     query = processor.ingest_stream_feature_view(to=PushMode.ONLINE)  # returns after query_timeout
     try:
         seen = _drain(query, expected, timeout_s)

@@ -33,6 +33,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 
@@ -51,6 +52,32 @@ SCORER = {"embedded": "scorer", "cluster": "scorer (cluster)"}  # the scorer's n
 TRITON = "scorer (triton)"
 
 
+class Window(TypedDict):
+    """One load window's figures: the JSON line of ``bench.load``."""
+
+    sent: int
+    ok: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    achieved_rps: float
+
+
+class Trials(Window):
+    """The median of a rate's windows by p99, with the most errors of any window and every window's p99."""
+
+    p99_ms_trials: list[float]
+
+
+class Sweep(TypedDict):
+    """A server's sweep over the offered rates."""
+
+    best: float  # the highest rate with p99 <= 20 ms (0.0: none)
+    figures: Trials | None  # at that rate
+    sustained: float  # the highest rate it keeps up with
+    steps: list[dict[str, object]]  # each rate's figures
+
+
 
 def start_server(name: str, settings: Settings, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")} | settings_environment(settings)
@@ -61,7 +88,8 @@ def start_server(name: str, settings: Settings, port: int) -> subprocess.Popen:
     deadline = time.time() + 120
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} server exited: {process.stderr.read()[-2000:]}")
+            stderr = process.stderr.read() if process.stderr is not None else ""
+            raise RuntimeError(f"{name} server exited: {stderr[-2000:]}")
         try:
             httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1.0)
             return process
@@ -71,7 +99,7 @@ def start_server(name: str, settings: Settings, port: int) -> subprocess.Popen:
     raise RuntimeError(f"{name} server did not start within 120 s")
 
 
-def load(url: str, rate: float, seconds: float, headers: dict[str, str], customers: int) -> dict[str, float]:
+def load(url: str, rate: float, seconds: float, headers: dict[str, str], customers: int) -> Window:
     command = [sys.executable, "-m", "bench.load", url, "--rate", str(rate), "--seconds", str(seconds),
                "--customers", str(customers), *(f"--header={k}: {v}" for k, v in headers.items())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 20 + 60)
@@ -81,25 +109,25 @@ def load(url: str, rate: float, seconds: float, headers: dict[str, str], custome
 
 
 def load_trials(url: str, rate: float, seconds: float, headers: dict[str, str], customers: int,
-                trials: int) -> dict[str, float]:
+                trials: int) -> Trials:
     """``trials`` windows at ``rate``; the median window by p99 (one pause in one window is not the server's rate)."""
     windows = sorted((load(url, rate, seconds, headers, customers) for _ in range(trials)),
                      key=lambda figures: figures["p99_ms"])
-    median = dict(windows[len(windows) // 2])
-    median["errors"] = max(window["errors"] for window in windows)
-    median["p99_ms_trials"] = [window["p99_ms"] for window in windows]
-    return median
+    return {**windows[len(windows) // 2], "errors": max(window["errors"] for window in windows),
+            "p99_ms_trials": [window["p99_ms"] for window in windows]}
 
 
 def sweep(name: str, settings: Settings, rates: list[float], seconds: float, headers: dict[str, str],
-          customers: int, trials: int = 1) -> dict[str, object]:
+          customers: int, trials: int = 1) -> Sweep:
     """Rates in increasing order while the server keeps up; the highest rate with p99 <= 20 ms (and its
     figures), and the highest rate it sustains at all (every request answered, >= 95 % of the rate).
     Each rate is measured ``trials`` times and judged on the median window."""
     port = free_port()
     process = start_server(name, settings, port)
     url = f"http://127.0.0.1:{port}/v1/customers/{{customer}}/activity"
-    best, best_figures, sustained, over, steps = 0.0, None, 0.0, False, []
+    best, sustained, over = 0.0, 0.0, False
+    best_figures: Trials | None = None
+    steps: list[dict[str, object]] = []
     try:
         load(url, min(rates[0], 25), 2.0, headers, customers)  # warm-up
         for rate in rates:
@@ -171,7 +199,7 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
 
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, Sweep] = {}
     with tempfile.TemporaryDirectory(prefix="activity-bench-serve-") as tmp, ExitStack() as servers:
         first: tuple[Settings, dict[str, str]] | None = None
         for profile in profiles:
@@ -196,7 +224,7 @@ def main() -> None:
           f"process on loopback, {args.seconds:.0f} s per rate, open loop)")
     print(f"{'server':>16} {'max req/s at p99 <= 20 ms':>26} {'p50 ms':>8} {'p99 ms':>8} {'max sustained req/s':>20}")
     for name, result in results.items():
-        figures = result["figures"] or {}
+        figures: Trials | dict[str, float] = result["figures"] or {}
         print(f"{name:>16} {result['best']:>26,.0f} {figures.get('p50_ms', float('nan')):>8.2f} "
               f"{figures.get('p99_ms', float('nan')):>8.2f} {result['sustained']:>20,.0f}")
     # the naive composition never meets p99 <= 20 ms when it cannot; it is then credited with the most it
@@ -231,7 +259,7 @@ def main() -> None:
 
 
 def sweep_triton(settings: Settings, rates: list[float], seconds: float, headers: dict[str, str], customers: int,
-                 trials: int) -> dict[str, object]:
+                 trials: int) -> Sweep:
     """The scorer with its model in the embedded Triton (started here on free ports, stopped after)."""
     from infra.triton import start_triton, stop_triton
 
@@ -244,11 +272,11 @@ def sweep_triton(settings: Settings, rates: list[float], seconds: float, headers
         stop_triton(triton.home)
 
 
-def triton_figures(results: dict[str, dict[str, object]], inprocess: str) -> dict[str, object]:
+def triton_figures(results: dict[str, Sweep], inprocess: str) -> dict[str, object]:
     """The Triton keys of the JSON line (none when Triton was not measured)."""
     if TRITON not in results:
         return {}
-    best, figures = results[TRITON]["best"], results[TRITON]["figures"] or {}
+    best, figures = results[TRITON]["best"], results[TRITON]["figures"]
     ours = results[inprocess]["best"] if inprocess in results else 0
     return {"triton_max_rps_at_p99_20ms": best,
             "triton_p99_ms": round(figures["p99_ms"], 2) if figures else None,

@@ -20,6 +20,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def main() -> None:
         try:
             name = model_name(settings, VERSION)
             http.load(name, model_config(settings, VERSION))
-            figures: dict[str, list[float] | list[int]] = {key: [] for key in (
+            figures: dict[str, list[float]] = {key: [] for key in (
                 "batch_rows", "http_p50_ms", "http_p99_ms", "grpc_p50_ms", "grpc_p99_ms", "grpc_vs_http_p50")}
             print("\n| rows per call | HTTP p50 / p99 (ms) | gRPC p50 / p99 (ms) | gRPC / HTTP (p50) |")
             print("| ---: | ---: | ---: | ---: |")
@@ -110,7 +111,7 @@ def main() -> None:
 
                 np.testing.assert_allclose(over_grpc(), http.infer(name, VERSION, x)[0], rtol=0, atol=1e-7)
                 log(f"{rows} rows per call: {args.requests} calls over HTTP, then over gRPC")
-                over_http = timed(lambda x=x: http.infer(name, VERSION, x), args.requests)
+                over_http = timed(partial(http.infer, name, VERSION, x), args.requests)
                 over_grpc_ms = timed(over_grpc, args.requests)
                 h50, h99 = np.percentile(over_http, [50, 99])
                 g50, g99 = np.percentile(over_grpc_ms, [50, 99])
@@ -122,7 +123,7 @@ def main() -> None:
             http.close()
             stop_triton(settings.home)
     print()
-    print_result(figures)
+    print_result(dict(figures))
 
 
 if __name__ == "__main__":

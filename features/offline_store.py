@@ -73,12 +73,14 @@ class AsOfFileOfflineStore(DaskOfflineStore):
     @staticmethod
     def get_historical_features(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str],
                                 entity_df: pd.DataFrame | str | None, registry: Any, project: str,
-                                full_feature_names: bool = False, **kwargs: Any) -> RetrievalJob:
+                                full_feature_names: bool = False, filter_by_created_timestamp: bool = False,
+                                **kwargs: Any) -> RetrievalJob:
         plan = plan_retrieval(config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
                               _file_path)
         if plan is None:  # shapes this store does not join itself (no entity frame, several views or keys)
             return DaskOfflineStore.get_historical_features(config, feature_views, feature_refs, entity_df,
-                                                            registry, project, full_feature_names, **kwargs)
+                                                            registry, project, full_feature_names,
+                                                            filter_by_created_timestamp, **kwargs)
         return AsOfRetrievalJob(plan)
 
 
@@ -119,6 +121,8 @@ def plan_retrieval(config: RepoConfig, feature_views: list[FeatureView], feature
         return None
     view = feature_views[0]
     source = view.batch_source
+    if source is None:
+        return None
     path = source_path(config, source)
     if path is None or len(view.entity_columns) != 1 or source.field_mapping:
         return None

@@ -68,12 +68,13 @@ class AsOfSparkOfflineStore(SparkOfflineStore):
     @staticmethod
     def get_historical_features(config: RepoConfig, feature_views: list[FeatureView], feature_refs: list[str],
                                 entity_df: Any, registry: Any, project: str, full_feature_names: bool = False,
-                                **kwargs: Any) -> RetrievalJob:
+                                filter_by_created_timestamp: bool = False, **kwargs: Any) -> RetrievalJob:
         plan = plan_retrieval(config, feature_views, feature_refs, entity_df, registry, project, full_feature_names,
                               _parquet_path)
         if plan is None:
             return SparkOfflineStore.get_historical_features(config, feature_views, feature_refs, entity_df,
-                                                             registry, project, full_feature_names, **kwargs)
+                                                             registry, project, full_feature_names,
+                                                             filter_by_created_timestamp, **kwargs)
         return AsOfSparkRetrievalJob(plan, config)
 
 

@@ -157,20 +157,20 @@ def decode_states(values: Sequence[bytes | None], strict: bool = True) -> np.nda
     on-demand view with made-up bytes when it applies the repo).
     """
     states = empty_states(len(values))
-    present = [i for i, value in enumerate(values) if value is not None]
-    good = [i for i in present if _well_formed(values[i])]
+    present = {i: value for i, value in enumerate(values) if value is not None}
+    good = [i for i, value in present.items() if _well_formed(value)]
     if strict and len(good) != len(present):
-        bad = values[next(i for i in present if i not in set(good))]
+        bad = next(value for i, value in present.items() if i not in set(good))
         raise ValueError(f"a stored state ({len(bad)} bytes) is not a version {STATE_VERSION} activity state: "
                          "rebuild the features with `activity stream backfill`")
     if not good:
         return states
     h = HEADER_DTYPE.itemsize
-    headers = np.frombuffer(b"".join(values[i][:h] for i in good), dtype=HEADER_DTYPE)
+    headers = np.frombuffer(b"".join(present[i][:h] for i in good), dtype=HEADER_DTYPE)
     target = np.asarray(good)
     for name in _SCALARS:
         states[name][target] = headers[name]
-    days = np.frombuffer(b"".join(values[i][h:] for i in good), dtype=DAY_DTYPE)
+    days = np.frombuffer(b"".join(present[i][h:] for i in good), dtype=DAY_DTYPE)
     rows = np.repeat(target, headers["active_days"].astype(np.int64))
     slots = days["slot"].astype(np.int64)
     states["daily_counts"][rows, :, slots] = days["counts"]

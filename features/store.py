@@ -32,6 +32,8 @@ from features.transform import AS_OF, FEATURE_NAMES, window_features
 from infra.spark import session_conf
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+
     from features.sqlite_online import SqliteStateTable
 
 STATE_SCHEMA = pa.schema([
@@ -101,7 +103,7 @@ def _offline_store_yaml(settings: Settings) -> str:
             f"  spark_conf:\n{lines}")
 
 
-def open_feature_store(settings: Settings):  # feast.FeatureStore, imported lazily
+def open_feature_store(settings: Settings) -> FeatureStore:  # feast imported lazily
     """The Feast store under the data directory, created and applied if needed."""
     from feast import FeatureStore
 
@@ -125,7 +127,7 @@ def open_feature_store(settings: Settings):  # feast.FeatureStore, imported lazi
 class FeatureWriter:
     """Writes state rows (``ENTITY_KEY, EVENT_TIMESTAMP, CREATED_TIMESTAMP, STATE_FEATURE``)."""
 
-    store: object  # feast.FeatureStore
+    store: FeatureStore
     offline_dir: Path
     _sqlite: SqliteStateTable | None = field(init=False, repr=False)  # None: not plain SQLite, Feast's write
 
@@ -167,10 +169,11 @@ class FeatureWriter:
         if self._sqlite is not None:
             self._sqlite.upsert(states[ENTITY_KEY].tolist(), states[STATE_FEATURE].tolist(), event_times, created)
             return
-        rows = [(EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)]),
-                 {STATE_FEATURE: Value(bytes_val=state)}, event_time, created)
-                for customer, state, event_time in zip(states[ENTITY_KEY], states[STATE_FEATURE],
-                                                        event_times.to_pydatetime(), strict=True)]
+        rows: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
+            (EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)]),
+             {STATE_FEATURE: Value(bytes_val=state)}, event_time, created)
+            for customer, state, event_time in zip(states[ENTITY_KEY], states[STATE_FEATURE],
+                                                    event_times.to_pydatetime(), strict=True)]
         provider = self.store._get_provider()  # Feast's own write path, minus DataFrame conversion
         provider.online_write_batch(self.store.config, self.store.get_feature_view(STATE_VIEW), rows, None)
 

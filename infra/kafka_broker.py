@@ -174,7 +174,7 @@ def _format_storage(paths: BrokerPaths, classpath: str, add_scram: Sequence[str]
         raise BrokerError(f"formatting Kafka storage in {paths.data} failed:\n{result.stderr[-2000:]}")
 
 
-def metadata_ready(client_config: dict[str, object], timeout_s: float = 2.0) -> bool:
+def metadata_ready(client_config: dict[str, str | int | float | bool], timeout_s: float = 2.0) -> bool:
     """True when the cluster answers a metadata request."""
     admin = AdminClient({**client_config, "socket.timeout.ms": 2000, "log_level": 0})
     try:

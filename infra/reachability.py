@@ -85,7 +85,7 @@ def _host_port(server: str, default_port: int | None = None) -> tuple[str, int]:
 
 def kafka_requirement(kafka: KafkaSettings) -> Requirement:
     """The broker: the embedded one on kafka.host:kafka.port unless kafka.bootstrap_servers names a cluster."""
-    if kafka.embedded:
+    if kafka.bootstrap_servers is None:  # kafka.embedded
         return Requirement("Kafka", ((kafka.host, kafka.port),), "kafka.bootstrap_servers",
                            "start the embedded broker with `activity stack up`, or name a running cluster in")
     servers = tuple(_host_port(server) for server in kafka.bootstrap_servers.split(","))

@@ -38,6 +38,7 @@ def log_a0(params: dict[str, float], frequency: np.ndarray, start: np.ndarray, e
     r, alpha, s, beta = _unpack(params)
     x, lo, hi = (np.asarray(v, dtype=np.float64) for v in (frequency, start, end))
     rsx = r + s + x
+    second: float | np.ndarray
     if alpha >= beta:
         larger, second = alpha, s + 1.0  # 2F1(rsx, s + 1; rsx + 1; (alpha - beta) / (alpha + tau))
     else:

@@ -90,7 +90,7 @@ class RegisteredModel:
 
     name: str
     version: str
-    run_id: str
+    run_id: str | None  # None: the version was registered from a model outside any MLflow run
     directory: Path
 
     @property

@@ -60,8 +60,11 @@ class CalibrationMap:
     def from_dict(cls, data: dict[str, object]) -> CalibrationMap:
         if data.get("classes") != list(CLASSES):
             raise CalibrationError(f"a calibration map over {data.get('classes')} does not fit classes {CLASSES}")
+        rows = data.get("rows", 0)
+        if not isinstance(rows, int | float | str):
+            raise CalibrationError(f"a calibration map's rows must be a number, not {rows!r}")
         return cls(np.asarray(data["coef"], dtype=np.float64), np.asarray(data["intercept"], dtype=np.float64),
-                   int(data.get("rows", 0)), str(data.get("fitted_through", "")))  # type: ignore[arg-type]
+                   int(rows), str(data.get("fitted_through", "")))
 
 
 def fit_calibration(probabilities: np.ndarray, outcomes: np.ndarray, min_rows: int, fitted_through: str = ""

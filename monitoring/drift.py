@@ -250,6 +250,8 @@ def load_reference(settings: Settings, workdir: Path) -> Reference:
     if model is None:
         raise DriftError(f"no `{CHAMPION}` version of {settings.mlflow.registered_model!r} in the registry: "
                          "run `activity train run` first")
+    if model.run_id is None:
+        raise DriftError(f"model v{model.version} has no training reference: it was registered outside any run")
     target = workdir / "reference" / model.version
     target.mkdir(parents=True, exist_ok=True)
     try:

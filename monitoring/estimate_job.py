@@ -194,6 +194,9 @@ def version_test_figures(settings: Settings) -> dict[str, float | None]:
         return {}
     figures: dict[str, float | None] = {}
     for version in versions:
+        if version.run_id is None:  # registered outside any run: no training figures
+            figures[str(version.version)] = None
+            continue
         value = client.get_run(version.run_id).data.metrics.get(TEST_METRIC)
         figures[str(version.version)] = None if value is None else float(value)
     return figures

@@ -48,7 +48,7 @@ def read_predictions(kafka: KafkaSettings, since: datetime | None = None, timeou
         if not todo:
             return _frame([], [])
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
-        values: list[bytes] = []
+        values: list[bytes | None] = []
         stamps: list[int] = []
         while todo:
             for message in consumer.consume(10_000, timeout=1.0):
@@ -59,12 +59,15 @@ def read_predictions(kafka: KafkaSettings, since: datetime | None = None, timeou
                         todo.discard(partition)
                         continue
                     raise KafkaException(error)
-                if message.offset() >= ends[partition]:
+                offset = message.offset()
+                if offset is None:  # only error events lack one, and those are handled above
+                    raise RuntimeError(f"a message on {topic} partition {partition} has no offset")
+                if offset >= ends[partition]:
                     todo.discard(partition)
                     continue
                 values.append(message.value())
                 stamps.append(message.timestamp()[1])
-                if message.offset() + 1 >= ends[partition]:
+                if offset + 1 >= ends[partition]:
                     todo.discard(partition)
         return _frame(values, stamps)
     finally:
@@ -87,9 +90,11 @@ def _start_offsets(consumer: Consumer, topic: str, partitions: list[int], since:
     return starts
 
 
-def _frame(values: list[bytes], stamps: list[int]) -> pd.DataFrame:
+def _frame(values: list[bytes | None], stamps: list[int]) -> pd.DataFrame:
     rows = []
     for value, stamp in zip(values, stamps, strict=True):
+        if value is None:
+            continue  # a null value: not written by the scorer
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError:

@@ -479,6 +479,8 @@ def champion_test_metric(settings: Settings) -> tuple[str | None, float | None]:
         version = client.get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
         return None, None
+    if version.run_id is None:  # registered outside any run: no test figure
+        return str(version.version), None
     value = client.get_run(version.run_id).data.metrics.get(TEST_METRIC)
     return str(version.version), None if value is None else float(value)
 

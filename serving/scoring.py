@@ -114,7 +114,7 @@ class LoadedModel:
     name: str
     version: str
     alias: str
-    run_id: str
+    run_id: str | None  # None: registered outside any MLflow run
     directory: Path  # the downloaded version (MLmodel, artifacts/model.onnx, ...)
     scorer: OnnxScorer
     loaded_at: str
@@ -182,7 +182,8 @@ class ModelHolder:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._served = Served()
         self._load_lock = threading.Lock()  # one load at a time (watcher vs. admin route)
-        self._failed: dict[tuple[str, str], str] = {}  # (version, run_id) -> why; the watcher does not retry these
+        # (version, run_id) -> why; the watcher does not retry these
+        self._failed: dict[tuple[str, str | None], str] = {}
         self._last_logged: dict[str, float] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -468,7 +469,10 @@ class ModelHolder:
                            metrics=self._metrics(registered.run_id), source="registry",
                            forecast=forecast_of(registered.directory))
 
-    def _metrics(self, run_id: str) -> dict[str, float]:
+    def _metrics(self, run_id: str | None) -> dict[str, float]:
+        if run_id is None:
+            log.warning("metrics unavailable: the version was registered outside any MLflow run")
+            return {}
         try:
             metrics = client(self.settings).get_run(run_id).data.metrics
         except Exception as exc:  # metrics are informative only

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -66,7 +67,7 @@ def history_partials(events: DataFrame, customers: list[str] | None = None) -> p
     if customers is not None:
         events = events.where(F.col("customer_id").isin(customers))
     unique = events.dropDuplicates(["transaction_id"])
-    partials = daily_partials(unique).toPandas()
+    partials: pd.DataFrame = daily_partials(unique).toPandas()
     return partials.sort_values(["day", "customer_id"], kind="stable", ignore_index=True)
 
 
@@ -95,7 +96,7 @@ def write_history(
     writer.write_offline(offline, name=name)
     if full:  # a full rebuild supersedes earlier full and partial rebuilds
         writer.remove_offline("backfill-", keep=name)
-    writer.write_online(history.export(range(history.size), created=created))
+    writer.write_online(history.export(np.arange(history.size), created=created))
     return BackfillSummary(events=int(partials["count"].sum()), customers=history.size, days=len(days),
                            offline_rows=len(offline))
 

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
@@ -20,7 +21,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -69,8 +70,12 @@ def read_topic(
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                yield Record(message.partition(), message.offset(), message.key(), message.value(),
-                             message.timestamp()[1], tuple(message.headers() or ()))
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None  # a consumed message has both
+                # A consumed message's headers: a list of (name, bytes) pairs, or None.
+                headers = cast(list[tuple[str, bytes | None]], message.headers() or [])
+                yield Record(partition, offset, message.key(), message.value(), message.timestamp()[1],
+                             tuple(headers))
                 seen += 1
                 if limit is not None and seen >= limit:
                     return

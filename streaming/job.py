@@ -69,7 +69,7 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
 def spark_kafka_options(settings: Settings) -> dict[str, str]:
     """Security settings for Spark's Kafka clients (the Java client's property names)."""
     kafka = settings.kafka
-    options = {"kafka.security.protocol": kafka.security_protocol}
+    options: dict[str, str] = {"kafka.security.protocol": kafka.security_protocol}
     if kafka.sasl_mechanism:
         module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if kafka.sasl_mechanism == "PLAIN"
                   else "org.apache.kafka.common.security.scram.ScramLoginModule")
@@ -288,18 +288,22 @@ class MicroBatch:
         # to Feast: all are idempotent per batch id. Spark commits the batch when this returns.
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="activity-sinks")
         try:
-            classified = None if replay else self._classify(parsed)
+            if batch_log is not None:
+                classified = None
+                duplicates, invalid = batch_log.duplicates, int(batch_log.meta["invalid"])
+            else:
+                classified = self._classify(parsed)
+                duplicates, invalid = classified.duplicates, classified.invalid
             lap("parse_and_collect_keys")
-            duplicates = batch_log.duplicates if batch_log is not None else classified.duplicates
-            invalid = int(batch_log.meta["invalid"]) if batch_log is not None else classified.invalid
             rejected = pool.submit(self._send_dead_letters, raw, parsed, duplicates, invalid, batch_id)
             archived = pool.submit(self._archive, self._accepted(parsed.where(F.col("error_code").isNull()),
                                                                  duplicates), batch_id)
-            if batch_log is None:
+            if classified is not None:
                 batch_log = self._aggregate(parsed, batch_id, classified)
                 lap("aggregate")
                 self.state.write_log(batch_log)
                 lap("log")
+            assert batch_log is not None  # read back (a re-run) or aggregated just now
             self.wait_for_fold()  # the previous batch's: decisions and folds go in batch order
             lap("wait_for_previous_fold")
             self.state.admit(batch_log)
@@ -361,7 +365,7 @@ class MicroBatch:
 
     def _classify(self, parsed: DataFrame) -> Classification:
         """Collect the valid rows' keys and classify duplicates and late rows against the state."""
-        rows = (parsed.select("partition", "offset", "transaction_id", "customer_id",
+        rows: pd.DataFrame = (parsed.select("partition", "offset", "transaction_id", "customer_id",
                               (F.unix_micros("event_time") / 1e6).alias("event_s"),
                               (F.col("kind") != PURCHASE).alias("not_purchase"),
                               F.col("error_code").isNotNull().alias("invalid"))
@@ -379,20 +383,21 @@ class MicroBatch:
         accepted = keys.loc[~duplicate]
         valid = parsed.where(F.col("error_code").isNull())
         # The history's activity is purchases; refunds and reversals only add to the lifetime totals.
-        partials = (daily_partials(self._accepted(valid, classified.duplicates)).toPandas()
+        partials: pd.DataFrame = (daily_partials(self._accepted(valid, classified.duplicates)).toPandas()
                     if len(accepted) else pd.DataFrame(columns=list(PARTIAL_COLUMNS)))
         late_rows = keys.loc[late & ~duplicate]
         late_days = pd.DataFrame({"customer_id": late_rows["customer_id"],
                                   "day": (late_rows["event_s"] // SECONDS_PER_DAY).astype("int64")}).drop_duplicates()
         accepted_s = accepted["event_s"].to_numpy()
         max_event = float(accepted_s.max()) if len(accepted_s) else float("-inf")
-        meta = {
+        meta: dict[str, float] = {
             "valid": int(len(keys)), "invalid": classified.invalid, "duplicates": int(duplicate.sum()),
             "late": int((late & ~duplicate).sum()), "not_purchases": int(accepted["not_purchase"].sum()),
             "max_event_s": max(max_event, self.state.max_event_s), "watermark_s": self.state.watermark_s,
-            "event_s_median": _event_time_percentile(accepted_s, 50),
-            "event_s_oldest_1pct": _event_time_percentile(accepted_s, 1),
         }
+        if len(accepted_s):  # the freshness of the batch's events (none: no figures)
+            meta |= {"event_s_median": float(np.percentile(accepted_s, 50)),
+                     "event_s_oldest_1pct": float(np.percentile(accepted_s, 1))}
         return BatchLog(batch_id=batch_id, duplicates=classified.duplicates,
                         accepted=pd.DataFrame({"transaction_id": accepted["transaction_id"],
                                                "day": (accepted["event_s"] // SECONDS_PER_DAY).astype("int64")}),
@@ -486,10 +491,6 @@ def _stopwatch(phases: dict[str, float]) -> Callable[[str], None]:
         clock[0] = now
 
     return lap
-
-
-def _event_time_percentile(event_s: np.ndarray, q: float) -> float | None:
-    return None if len(event_s) == 0 else float(np.percentile(event_s, q))
 
 
 def _freshness(meta: dict[str, float], written: float) -> dict[str, float | None]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 BATCHES = Counter("activity_stream_batches_total", "Micro-batches processed.")
@@ -48,7 +51,7 @@ def record_batch(figures: dict) -> None:
     LAST_BATCH.set(figures["written_at"])
 
 
-def record_progress(progress: dict) -> None:
+def record_progress(progress: Mapping[str, Any]) -> None:
     """Figures Spark reports per trigger (``StreamingQuery.lastProgress``)."""
     INPUT_ROWS.inc(progress.get("numInputRows", 0))
     INPUT_RATE.set(progress.get("inputRowsPerSecond") or 0)

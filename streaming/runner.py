@@ -7,9 +7,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from activity_settings import ActivityError, Settings
 from infra.kafka_access import KafkaAccessError, admin_client, cluster_metadata
@@ -91,7 +91,7 @@ class _Progress:
     rows: int = 0
     last_id: int = -1
 
-    def take(self, recent: list[dict]) -> None:
+    def take(self, recent: Sequence[Mapping[str, Any]]) -> None:
         for progress in recent:
             if progress["batchId"] > self.last_id:
                 self.last_id = progress["batchId"]

@@ -258,7 +258,8 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
                        if forecast else "not fitted")
     with timed_step(timings, "evaluate", reporter, f"{rows['test']:,} test rows"):
         scored: dict[str, Any] = {}  # models scored on entity frames, like the baselines
-        classics = tuple(baselines.fitted[m.name] for m in CLASSIC_MODELS if m.name in baselines.fitted)
+        classics = tuple(model for model in (baselines.fitted.get(m.name) for m in CLASSIC_MODELS)
+                         if isinstance(model, BgNbdBaseline))  # the classic models that fitted
         if classics:  # the hybrid: the classic models as members of the stacker
             scored[HybridModel.name] = HybridModel.fit(fitted.ensemble, classics, validation)
         results = evaluate_all(fitted, scored | baselines.fitted, test)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import onnx
@@ -54,7 +55,7 @@ ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET_FOR_CONVERTERS = 3  # TreeEnsembleClassifier's last version; ai.onnx.ml 5 deprecates it
 IR_VERSION = 8  # onnx.helper.VERSION_TABLE: opset 15 <-> IR 8; loadable by older runtimes too
 
-Member = RandomForestClassifier | XGBClassifier
+Member: TypeAlias = RandomForestClassifier | XGBClassifier
 
 
 def ensemble_to_onnx(ensemble: ActivityEnsemble) -> onnx.ModelProto:
@@ -128,7 +129,7 @@ def _stacked_model(members: Sequence[Member], stacker: Stacker, decision_weights
                                       name=prefix + "cast_double"))
         member_outputs.append(_pad_to_all_classes(member, as_double, prefix, nodes, initializers))
 
-    def constant(const_name: str, value: np.ndarray) -> str:
+    def constant(const_name: str, value: np.ndarray | float) -> str:
         initializers.append(numpy_helper.from_array(np.asarray(value, dtype=np.float64), const_name))
         return const_name
 
@@ -174,7 +175,7 @@ def _pad_to_all_classes(member: Member, probabilities: str, prefix: str, nodes: 
 
     A 0/1 matrix product is exact, so a member that saw every class passes through unchanged.
     """
-    seen = np.asarray(member.classes_, dtype=int)
+    seen = np.asarray(member.classes_, dtype=np.int_)
     if np.array_equal(seen, np.arange(N_CLASSES)):
         return probabilities
     scatter = np.zeros((len(seen), N_CLASSES))

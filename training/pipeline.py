@@ -51,19 +51,10 @@ from training.model_card import model_card
 from training.onnx_export import ensemble_to_onnx, fallback_to_onnx, save
 from training.plots import save_all
 from training.reference import reference_entities
+from training.reporting import Reporter
 from training.tracking import load_ensemble, log_model
 
 STEPS = ("labels", "features", "fit", "baselines", "forecast", "evaluate", "log", "gate")
-
-
-class Reporter:
-    """Receives the run's progress; the default says nothing."""
-
-    def step(self, name: str, detail: str = "") -> None:  # optional hook
-        pass
-
-    def done(self, name: str, detail: str = "") -> None:  # optional hook
-        pass
 
 
 @dataclass
@@ -260,7 +251,8 @@ def _train(settings: Settings, reporter: Reporter, data: TrainingData | None, ti
                 current = load_ensemble(champion)
                 champion_metrics = evaluate(y_test, current.predict_proba(x_test), current.predict(x_test)).as_dict()
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
-            classical = {name: metrics[name] for name in baselines if name in settings.training.guard_baselines}
+            classical: dict[str, dict[str, float]] = {
+                name: metrics[name] for name in baselines if name in settings.training.guard_baselines}
             decision = decide(metrics["ensemble"], classical, champion_metrics, settings.training)
             client = registry.client(settings)
             client.set_registered_model_alias(settings.mlflow.registered_model, decision.alias, version.version)

@@ -46,6 +46,7 @@ from features.transform import FEATURE_NAMES
 from training.model import N_CLASSES, ModelParams
 
 if TYPE_CHECKING:
+    from pyspark import SparkContext
     from pyspark.ml.classification import RandomForestClassificationModel
     from pyspark.sql import DataFrame, SparkSession
     from xgboost.spark import SparkXGBClassifierModel
@@ -203,7 +204,7 @@ def booster_workers(spark: SparkSession) -> int:
     """One XGBoost worker per task slot: barrier mode needs them all at once, and each uses spark.task.cpus threads."""
     context = spark.sparkContext
     slots = context.defaultParallelism // max(int(context.getConf().get("spark.task.cpus", "1")), 1)
-    if context.master.startswith("local"):  # local[8] on 2 cores would only oversubscribe them
+    if _runs_locally(context):  # local[8] on 2 cores would only oversubscribe them
         slots = min(slots, os.cpu_count() or 1)
     return max(1, slots)
 
@@ -289,6 +290,8 @@ def saved_nodes(model: RandomForestClassificationModel, workdir: Path | None = N
 def jvm_nodes(model: RandomForestClassificationModel) -> ForestNodes:
     """All nodes by walking the JVM trees over py4j in preorder (Spark's own node ids): works on any master."""
     columns: dict[str, list[Any]] = {name: [] for name in ForestNodes.__dataclass_fields__}
+    if model._java_obj is None:
+        raise SparkBackendError("the Spark forest has no JVM model to walk")
     for tree_index, tree in enumerate(model._java_obj.trees()):
         first = len(columns["tree"])
         stack = [(tree.rootNode(), -1, True)]
@@ -305,8 +308,8 @@ def jvm_nodes(model: RandomForestClassificationModel) -> ForestNodes:
             columns["tree"].append(tree_index)
             columns["left"].append(-1)
             columns["right"].append(-1)
-            columns["feature"].append(split.featureIndex() if internal else -1)
-            columns["threshold"].append(split.threshold() if internal else 0.0)
+            columns["feature"].append(split.featureIndex() if split is not None else -1)
+            columns["threshold"].append(split.threshold() if split is not None else 0.0)
             columns["impurity"].append(node.impurity())
             columns["stats"].append(list(calculator.stats()))
             columns["count"].append(calculator.rawCount())
@@ -402,4 +405,11 @@ def _driver_writes_locally() -> bool:
     from pyspark.sql import SparkSession
 
     spark = SparkSession.getActiveSession()
-    return spark is not None and spark.sparkContext.master.startswith("local")
+    return spark is not None and _runs_locally(spark.sparkContext)
+
+
+def _runs_locally(context: SparkContext) -> bool:
+    """True on a ``local[...]`` master (a started context always has one: SparkContext refuses to start without)."""
+    if context.master is None:
+        raise SparkBackendError("the Spark context has no master")
+    return context.master.startswith("local")

@@ -68,7 +68,7 @@ def backtest(
         with reporter.progress:
             report = run_backtest(cfg, source, target=target.value, horizon_days=horizon_days, work_dir=work_dir,
                                   reporter=reporter)
-    except (*USER_ERRORS, FileNotFoundError) as exc:
+    except USER_ERRORS + (FileNotFoundError,) as exc:
         raise fail(f"backtest failed: {exc}") from None
     if report.rejected:
         console.print("refused by the contract: " + ", ".join(f"{code} {n:,}" for code, n in

@@ -49,7 +49,7 @@ def monitor_drift(
     try:
         with console.status("drift") as status:
             outcome = drift_then_retrain(cfg, source=source, retrain=retrain, progress=lambda step: status.update(step))
-    except (*USER_ERRORS, MlflowException, OSError) as exc:
+    except USER_ERRORS + (MlflowException, OSError) as exc:
         raise fail(f"drift run failed: {exc}") from None
     _print_drift(outcome)
 
@@ -132,7 +132,7 @@ def monitor_estimate(
         raise fail(f"--source must be one of auto, predictions, snapshot, not {source!r}")
     try:
         report = run_estimate(cfg, source=source)
-    except (*USER_ERRORS, MlflowException, OSError) as exc:
+    except USER_ERRORS + (MlflowException, OSError) as exc:
         raise fail(f"estimate failed: {exc}") from None
     print_estimate(console, report)
 
@@ -146,7 +146,7 @@ def monitor_calibrate() -> None:
     cfg = settings()
     try:
         results = run_calibration(cfg)
-    except (*USER_ERRORS, OSError) as exc:
+    except USER_ERRORS + (OSError,) as exc:
         raise fail(f"calibration failed: {exc}") from None
     print_calibration(console, results)
 
@@ -185,7 +185,7 @@ def monitor_quality(
     now = datetime.now(UTC)
     try:
         report = run_quality(cfg, since=_since(since, now), now=now)
-    except (*USER_ERRORS, MlflowException, OSError) as exc:
+    except USER_ERRORS + (MlflowException, OSError) as exc:
         raise fail(f"online quality failed: {exc}") from None
     if markdown:
         print(report.markdown(), end="")

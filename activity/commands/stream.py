@@ -55,7 +55,7 @@ def stream_backfill(
             task = progress.add_task("days rebuilt", total=None)
             summary = run_backfill(cfg, source=source, reconcile=reconcile,
                                    progress=lambda done, total: progress.update(task, completed=done, total=total))
-    except (*USER_ERRORS, FileNotFoundError) as exc:
+    except USER_ERRORS + (FileNotFoundError,) as exc:
         raise fail(exc) from None
     console.print(f"rebuilt {summary.customers:,} customers from {summary.events:,} events over {summary.days} days; "
                   f"{summary.offline_rows:,} offline rows")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from activity.commands.common import (
@@ -19,18 +19,19 @@ from activity.commands.common import (
     settings,
 )
 from activity_settings import Settings
+from training.reporting import Reporter
 
 app = typer.Typer(help="Training: point-in-time sets from Feast, the ensemble, MLflow, the gate.",
                   no_args_is_help=True)
 
 
-class _TrainingProgress:
+class _TrainingProgress(Reporter):
     """Shows each step of a training run as a line with a spinner, then its time."""
 
     def __init__(self) -> None:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=console, transient=False)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def step(self, name: str, detail: str = "") -> None:
         self.tasks[name] = self.progress.add_task(f"{name:<10} {detail}", total=1)
@@ -78,7 +79,7 @@ def train_run(
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"backend": backend})})
     try:
         outcome = _train_once(cfg)
-    except (*USER_ERRORS, FileNotFoundError) as exc:
+    except USER_ERRORS + (FileNotFoundError,) as exc:
         raise fail(f"training failed, the champion is unchanged: {exc}") from None
     _print_outcome(outcome)
 
@@ -124,7 +125,7 @@ def train_status() -> None:
         except MlflowException:
             table.add_row(alias, "-", "", "", "", "")
             continue
-        metrics = client.get_run(version.run_id).data.metrics
+        metrics = client.get_run(version.run_id).data.metrics if version.run_id is not None else {}
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
         table.add_row(alias, str(version.version), created, f"{metrics.get('roc_auc', float('nan')):.4f}",
                       f"{metrics.get('macro_f1', float('nan')):.4f}", version.tags.get("promotion", ""))
