@@ -110,7 +110,8 @@ def fit_params(rfm: pd.DataFrame) -> dict[str, float]:
 
     def negative_log_likelihood(log_params: np.ndarray) -> float:
         params = dict(zip(PARAMS, np.exp(np.clip(log_params, -20.0, 20.0)).tolist(), strict=True))
-        value = -float(np.sum(log_likelihood(params, x, t_x, age)))
+        with np.errstate(invalid="ignore", over="ignore"):  # a step too far makes it NaN: refused just below
+            value = -float(np.sum(log_likelihood(params, x, t_x, age)))
         return value if np.isfinite(value) else 1e300
 
     result = minimize(negative_log_likelihood, np.zeros(4), method="L-BFGS-B")
