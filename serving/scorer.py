@@ -89,7 +89,7 @@ class Scorer:
         return results
 
     def _score_rows(self, x: np.ndarray | None, rows: int, arm: str, cause: str | None,
-                    separate: bool, served: Any = None) -> list[tuple[Scored, int]]:
+                    separate: bool, served: Any) -> list[tuple[Scored, int]]:
         """Per row: the scores that answer it and its row in them.
 
         ``separate``: each row is a request of its own (a micro-batch): fallbacks are counted per row,
@@ -136,10 +136,9 @@ class Scorer:
                  "p_active": round(float(p_active[k]), 6), "expected_transactions": round(float(expected[k]), 4)}
                 if usable[k] else None for k in range(len(usable))]
 
-    def _loaded_model_failed(self, arm: str, answered: str, served: Any = None) -> bool:
+    def _loaded_model_failed(self, arm: str, answered: str, served: Any) -> bool:
         """Whether a level before ``answered`` in ``arm``'s chain has a model (so it failed, maybe on one row),
         rather than none being loaded (which fails every row alike)."""
-        served = self.holder.served if served is None else served
         for level in ("challenger", "champion", "single") if arm == "challenger" else ("champion", "single"):
             if level == answered:
                 return False
