@@ -51,6 +51,8 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("produce", "Simulator producer throughput", ("--events", "200000", "--customers", "20000"),
               samples=False),
     Benchmark("ingest", "Kafka -> Feast online ingest and freshness", ("--quick",)),
+    Benchmark("keyed_state", "Per-customer state on Spark's executors against the driver's fold", ("--quick",),
+              samples=False),
     Benchmark("model_quality", "Model quality on the held-out window", ("--customers", "1500", "--days", "180")),
     Benchmark("train", "Training at scale", ("--sizes", "5000,20000", "--customers", "1500", "--days", "180")),
     Benchmark("serve", "Scoring latency and throughput",

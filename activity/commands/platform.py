@@ -79,7 +79,7 @@ def demo(
 
 def bench(
     only: Annotated[str | None, typer.Option(
-        help=("Comma-separated benchmarks to run: produce, ingest, model_quality, train, serve, estimate, "
+        help=("Comma-separated benchmarks to run: produce, ingest, keyed_state, model_quality, train, serve, estimate, "
               "triton_protocol, backtest (default: all)."))] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help="Small sizes: a smoke run in minutes, labelled as such in the report.")] = False,
