@@ -292,6 +292,18 @@ def test_compose_runs_the_platform_commands() -> None:
     assert "spark://spark-master:7077" in services()["spark-worker"]["command"]
 
 
+def test_the_stream_has_time_to_stop_between_batches() -> None:
+    """Compose and Kubernetes wait long enough after SIGTERM for the stream's stop (the batch in flight, its commit)."""
+    from streaming.runner import COMMIT_WAIT_S, STOP_GRACE_S
+
+    needed = STOP_GRACE_S + COMMIT_WAIT_S
+    compose_grace = re.fullmatch(r"(\d+)([ms])", services()["streaming"]["stop_grace_period"])
+    assert compose_grace, services()["streaming"].get("stop_grace_period")
+    assert int(compose_grace[1]) * (60 if compose_grace[2] == "m" else 1) > needed
+    driver = one(rendered("base"), "SparkApplication", "activity-stream")["spec"]["driver"]
+    assert driver["terminationGracePeriodSeconds"] > needed
+
+
 def test_compose_kafka_is_a_single_kraft_node() -> None:
     kafka = services()["kafka"]
     env = environment(kafka)
