@@ -210,15 +210,92 @@ def _one_time(value: str, timezone: str) -> pd.Timestamp:
     return (moment.tz_localize(timezone) if moment.tzinfo is None else moment).tz_convert("UTC")
 
 
+_CURRENCY_SIGNS = re.compile(r"[$€£¥₹₩₽¢]|\b[A-Z]{3}\b|\s")  # symbols, ISO codes (USD 12.50), spaces
+_THOUSANDS_COMMA = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d*)?")  # 1,234,567.89
+_DECIMAL_COMMA = re.compile(r"-?(\d{1,3}(\.\d{3})+(,\d*)?|\d*,\d+)")  # 1.234.567,89 or 12,50
+
+
+def amounts(column: pd.Series) -> pd.Series:
+    """A column of amounts as numbers, written as ledgers write them; what cannot be read becomes NaN
+    (the stream dead-letters it).
+
+    Beside plain numbers: currency signs and codes (``$1,234.50``, ``EUR 12.50``), thousands
+    separators (``1,234.50``; ``1.234,50`` and a decimal comma ``12,50`` as in much of Europe), a
+    trailing minus (``12.50-``) and accounting parentheses (``(12.50)``) for negatives.
+    """
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column):
+        return pd.to_numeric(column, errors="coerce").astype("float64")
+    text = column.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    left = numbers.isna() & text.notna() & (text != "")
+    if left.any():  # element-wise, only for what plain numbers did not read
+        numbers[left] = [_one_amount(value) for value in text[left]]
+    return numbers
+
+
+def _one_amount(value: str) -> float:
+    negative = value.startswith("(") and value.endswith(")") or value.endswith("-")
+    text = _CURRENCY_SIGNS.sub("", value.strip("()").rstrip("-"))
+    if _THOUSANDS_COMMA.fullmatch(text):
+        text = text.replace(",", "")
+    elif _DECIMAL_COMMA.fullmatch(text):
+        text = text.replace(".", "").replace(",", ".")
+    try:
+        number = float(text)
+    except ValueError:
+        return float("nan")
+    return -abs(number) if negative else number
+
+
+def _amount_of(frame: pd.DataFrame, column: str) -> pd.Series:
+    """The mapped amount: a column, or the product of two (``quantity*price`` for a ledger of item lines)."""
+    if column in frame.columns or "*" not in column:
+        return amounts(frame[column])
+    left, right = (part.strip() for part in column.split("*", 1))
+    return amounts(frame[left]) * amounts(frame[right])
+
+
+def _lines_as_transactions(out: pd.DataFrame) -> pd.DataFrame:
+    """Rows sharing a transaction id (and customer) are the lines of one transaction: one row, amounts summed.
+
+    The transaction takes its first line's time and fields; an unreadable amount on any line leaves
+    its amount unknown (NaN: dead-lettered with the reason). Rows without an id stay as they are (the
+    stream dead-letters them), and so do lines of one id under different customers (the stream takes
+    the first and dead-letters the others as duplicates, naming the id).
+    """
+    import pandas as pd
+
+    keyed = out["transaction_id"].notna() & out["customer_id"].notna()
+    if not out.loc[keyed, ["transaction_id", "customer_id"]].duplicated().any():
+        return out
+    rows = out[keyed]
+    lines = rows.groupby(["transaction_id", "customer_id"], sort=False)
+    merged = lines.first()
+    unknown = rows["amount"].isna().groupby([rows["transaction_id"], rows["customer_id"]], sort=False).any()
+    merged["amount"] = lines["amount"].sum().mask(unknown)
+    merged["event_time"] = lines["event_time"].min()
+    merged = merged.reset_index()[out.columns]
+    return pd.concat([merged, out[~keyed]], ignore_index=True)
+
+
 def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayDefaults) -> pa.Table:
-    """Read CSV or parquet, map columns to the contract and sort by event time (stable)."""
+    """Read CSV or parquet, map columns to the contract and sort by event time (stable).
+
+    ``mapping.amount`` may name two columns to multiply (``quantity*price``); with a transaction id
+    column, rows sharing an id are one transaction's lines (``_lines_as_transactions``).
+    """
     import pandas as pd
 
     frame = read_table(path, defaults.header)
     for name, column in vars(mapping).items():
-        if column is not None and column not in frame.columns:
-            raise ReplayError(f"column {column!r} (for {name}) is not in {path}; "
-                              f"columns are: {', '.join(map(str, frame.columns))}")
+        parts = column.split("*", 1) if name == "amount" and column is not None and column not in frame.columns \
+            else [column]
+        for part in parts:
+            if part is not None and part.strip() not in frame.columns:
+                raise ReplayError(f"column {part.strip()!r} (for {name}) is not in {path}; "
+                                  f"columns are: {', '.join(map(str, frame.columns))}")
     times = event_times(frame[mapping.event_time], defaults.time_format, defaults.timezone)
     stem = re.sub(r"[^A-Za-z0-9_.:\-]", "_", path.stem)[:24]  # generated ids must be valid ids
 
@@ -229,13 +306,15 @@ def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayD
         "transaction_id": (frame[mapping.transaction_id].astype("string") if mapping.transaction_id
                            else [f"{stem}-{i}" for i in range(len(frame))]),
         "customer_id": frame[mapping.customer_id].astype("string"),
-        "amount": pd.to_numeric(frame[mapping.amount], errors="coerce"),
+        "amount": _amount_of(frame, mapping.amount),
         "currency": text(mapping.currency, defaults.currency),
         "event_time": times,
         "merchant_id": text(mapping.merchant_id, defaults.merchant_id),
         "merchant_category": text(mapping.merchant_category, defaults.merchant_category),
         "channel": text(mapping.channel, defaults.channel),
     })
+    if mapping.transaction_id:
+        out = _lines_as_transactions(out)
     out = out.sort_values("event_time", kind="stable", na_position="first")
     return pa.Table.from_pandas(out, preserve_index=False)
 

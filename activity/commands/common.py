@@ -34,8 +34,12 @@ USER_ERRORS: tuple[type[Exception], ...] = (ActivityError, KafkaException, KeyEr
 # The columns of a file of real transactions, as `produce replay` and `backtest` read it.
 CustomerColumn = Annotated[str, typer.Option("--customer", help="Column with the customer id.")]
 TimeColumn = Annotated[str, typer.Option("--time", help="Column with the event time.")]
-AmountColumn = Annotated[str, typer.Option("--amount", help="Column with the amount (negative: a refund).")]
-TransactionColumn = Annotated[str | None, typer.Option("--transaction", help="Column with a transaction id.")]
+AmountColumn = Annotated[str, typer.Option("--amount", help=(
+    "Column with the amount (negative: a refund), or two to multiply: --amount 'Quantity*Price'. Currency signs, "
+    "thousands separators, decimal commas and (12.50) are read."))]
+TransactionColumn = Annotated[str | None, typer.Option("--transaction", help=(
+    "Column with a transaction id; rows sharing one (and the customer) are one transaction's lines: "
+    "their amounts are summed."))]
 TimezoneOption = Annotated[str, typer.Option("--timezone", help="Time zone of times without an offset.")]
 TimeFormatOption = Annotated[str | None, typer.Option("--time-format", help=(
     "strptime format of the time column, e.g. %d.%m.%Y; default: ISO 8601, YYYYMMDD and the common "

@@ -127,3 +127,64 @@ def test_negative_amounts_are_replayed_as_refunds_and_zero_as_a_purchase(tmp_pat
     results = [validate_bytes(value) for value in encode_replayed(table)]
     assert [(r.kind, r.amount) for r in results if isinstance(r, Transaction)] == [
         ("purchase", 25.0), ("refund", -25.0), ("purchase", 0.0)]
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("12.5", 12.5),
+    ("$1,234.50", 1234.5),
+    ("EUR 12.50", 12.5),
+    ("12.50 USD", 12.5),
+    ("1.234,50", 1234.5),
+    ("12,50", 12.5),
+    ("1,234,567", 1234567.0),
+    ("(12.50)", -12.5),
+    ("12.50-", -12.5),
+    ("-€3.00", -3.0),
+    ("£ 0", 0.0),
+    ("twelve", None),
+    ("1.2.3", None),
+])
+def test_amounts_are_read_as_ledgers_write_them(written: str, expected: float | None) -> None:
+    from streaming.publish import amounts
+
+    value = amounts(pd.Series([written], dtype=object)).iloc[0]
+    assert (pd.isna(value) and expected is None) or value == expected
+
+
+def test_an_amount_can_be_the_product_of_quantity_and_price(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text("customer,time,qty,price\nc1,2026-01-01,3,2.50\nc1,2026-01-02,-1,2.50\n")
+    table = read_transactions_file(path, ColumnMapping("customer", "time", "qty*price"), ReplayDefaults())
+    assert table["amount"].to_pylist() == [7.5, -2.5]
+    with pytest.raises(ReplayError, match="'cost' \\(for amount\\)"):
+        read_transactions_file(path, ColumnMapping("customer", "time", "qty*cost"), ReplayDefaults())
+
+
+def test_lines_sharing_a_transaction_id_are_one_transaction(tmp_path: Path) -> None:
+    # An invoice ledger: one row per item line; ids repeat within an invoice.
+    path = tmp_path / "invoices.csv"
+    path.write_text("invoice,customer,time,qty,price\n"
+                    "536365,17850,2010-12-01 08:26,6,2.55\n"
+                    "536365,17850,2010-12-01 08:26,6,3.39\n"
+                    "536366,17850,2010-12-01 08:28,6,1.85\n"
+                    "C536379,14527,2010-12-01 09:41,-1,27.50\n"
+                    "536367,13047,2010-12-01 08:34,x,4.25\n"
+                    "536367,13047,2010-12-01 08:34,2,1.00\n"
+                    "536368,,2010-12-01 08:35,1,1.00\n"
+                    "536368,,2010-12-01 08:35,1,1.00\n"
+                    "536369,12583,2010-12-01 08:45,1,1.00\n"
+                    "536369,99999,2010-12-01 08:45,1,2.00\n")
+    mapping = ColumnMapping("customer", "time", "qty*price", transaction_id="invoice")
+    table = read_transactions_file(path, mapping, ReplayDefaults())
+    rows = sorted((row["transaction_id"], row["customer_id"] or "",
+                   None if row["amount"] is None else round(row["amount"], 2)) for row in table.to_pylist())
+    assert rows == [
+        ("536365", "17850", 35.64),  # two lines (6 x 2.55 + 6 x 3.39), one purchase
+        ("536366", "17850", 11.1),
+        ("536367", "13047", None),  # a line's quantity is unreadable: the amount is unknown, dead-lettered
+        ("536368", "", 1.0), ("536368", "", 1.0),  # no customer: each line is dead-lettered
+        ("536369", "12583", 1.0), ("536369", "99999", 2.0),  # one id, two customers: the stream keeps the first
+        ("C536379", "14527", -27.5),  # a cancellation: a refund
+    ]
+    results = [validate_bytes(value) for value in encode_replayed(table)]
+    assert sum(isinstance(result, Transaction) for result in results) == 5
