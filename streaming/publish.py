@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +168,9 @@ def event_times(column: pd.Series, time_format: str | None, timezone: str) -> pd
 
     Recognized without a format: timestamps, ISO 8601 text (with or without a time or an offset),
     dates written YYYYMMDD (``19970101``, as text or as integers), and the other common spellings
-    pandas reads one by one (``01/31/1997``, ``1997/01/31``, ``Jan 31 1997``). Times without an offset
-    are in ``timezone``.
+    (``01/31/1997``, ``1997/01/31``, ``Jan 31 1997``): the spelling of the first of those sets how the
+    rest are read (a column whose first date is ``31/01/1997`` is read day first), and a time that
+    does not fit it is read on its own. Times without an offset are in ``timezone``.
     """
     import pandas as pd
 
@@ -186,9 +188,32 @@ def event_times(column: pd.Series, time_format: str | None, timezone: str) -> pd
         iso = _utc(pd.to_datetime(text[rest], format="ISO8601", errors="coerce"), timezone)
         times[rest] = iso
         left = rest & times.isna()
-        if left.any():  # pandas' element-wise reading: slower, only for what ISO 8601 did not read
-            times[left] = pd.Series([_one_time(value, timezone) for value in text[left]], index=text[left].index,
-                                    dtype="datetime64[ns, UTC]")
+        if left.any():
+            times[left] = _other_spellings(text[left], timezone)
+    return times
+
+
+def _other_spellings(text: pd.Series, timezone: str) -> pd.Series:
+    """Times that are not ISO 8601: first in the spelling pandas infers from the first of them (one
+    vectorized pass: ``01/31/1997 10:30``), then what that did not read, one distinct value at a time
+    (a ledger repeats its times: an invoice's lines, a day's transactions)."""
+    import pandas as pd
+
+    times = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format": the next step reads them
+            guessed = pd.to_datetime(text, errors="coerce")
+        if pd.api.types.is_datetime64_any_dtype(guessed):
+            times = _utc(guessed, timezone).astype("datetime64[ns, UTC]")
+    except (ValueError, TypeError, OverflowError):  # mixed offsets and the like: left to the next step
+        pass
+    left = times.isna()
+    if left.any():
+        distinct = pd.unique(text[left].to_numpy(dtype=object))
+        read = pd.Series([_one_time(value, timezone) for value in distinct], index=distinct,
+                         dtype="datetime64[ns, UTC]")
+        times[left] = text[left].map(read)
     return times
 
 

@@ -188,3 +188,16 @@ def test_lines_sharing_a_transaction_id_are_one_transaction(tmp_path: Path) -> N
     ]
     results = [validate_bytes(value) for value in encode_replayed(table)]
     assert sum(isinstance(result, Transaction) for result in results) == 5
+
+
+def test_the_first_time_sets_the_spelling_of_the_rest(tmp_path: Path) -> None:
+    # Day first, as the first time shows (31 > 12): the second is the 1st of February, not the 2nd of January.
+    lines = "customer,time,amount\nc1,31/01/1997 10:30,1.5\nc1,01/02/1997 08:00,2.0\n"
+    assert sorted(_times(tmp_path, lines)) == ["1997-01-31T10:30:00+00:00", "1997-02-01T08:00:00+00:00"]
+
+
+def test_times_in_mixed_spellings_are_each_read(tmp_path: Path) -> None:
+    lines = ("customer,time,amount\nc1,01/31/1997,1\nc1,Feb 2 1997,1\nc1,yesterday-ish,1\nc1,01/31/1997,1\n"
+             "c1,1997-03-01,1\n")
+    assert _times(tmp_path, lines) == [None, "1997-01-31T00:00:00+00:00", "1997-01-31T00:00:00+00:00",
+                                       "1997-02-02T00:00:00+00:00", "1997-03-01T00:00:00+00:00"]
