@@ -286,19 +286,21 @@ def _lines_as_transactions(out: pd.DataFrame) -> pd.DataFrame:
     """Rows sharing a transaction id (and customer) are the lines of one transaction: one row, amounts summed.
 
     The transaction takes its first line's time and fields; an unreadable amount on any line leaves
-    its amount unknown (NaN: dead-lettered with the reason). Rows without an id stay as they are (the
-    stream dead-letters them), and so do lines of one id under different customers (the stream takes
-    the first and dead-letters the others as duplicates, naming the id).
+    its amount unknown (NaN: dead-lettered with the reason), and lines without a customer make one
+    transaction without one (dead-lettered once, not once per line). Rows without an id stay as they
+    are (the stream dead-letters them), and lines of one id under different customers stay apart (the
+    stream takes the first and dead-letters the others as duplicates, naming the id).
     """
     import pandas as pd
 
-    keyed = out["transaction_id"].notna() & out["customer_id"].notna()
+    keyed = out["transaction_id"].notna()
     if not out.loc[keyed, ["transaction_id", "customer_id"]].duplicated().any():
         return out
     rows = out[keyed]
-    lines = rows.groupby(["transaction_id", "customer_id"], sort=False)
+    lines = rows.groupby(["transaction_id", "customer_id"], sort=False, dropna=False)
     merged = lines.first()
-    unknown = rows["amount"].isna().groupby([rows["transaction_id"], rows["customer_id"]], sort=False).any()
+    unknown = rows["amount"].isna().groupby([rows["transaction_id"], rows["customer_id"]], sort=False,
+                                            dropna=False).any()
     merged["amount"] = lines["amount"].sum().mask(unknown)
     merged["event_time"] = lines["event_time"].min()
     merged = merged.reset_index()[out.columns]
