@@ -22,7 +22,7 @@ PARAMS = ("r", "alpha", "a", "b")
 
 
 def expected_purchases(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
-                             future_t: float) -> np.ndarray:
+                             future_t: float, alive: np.ndarray | None = None) -> np.ndarray:
     """BG/NBD's expected repeat purchases in the next ``future_t`` (eq. 10 of Fader, Hardie & Lee 2005).
 
     Written with Euler's transformation of the hypergeometric term,
@@ -35,7 +35,7 @@ def expected_purchases(params: dict[str, float], frequency: np.ndarray, recency:
     z = future_t / (alpha + age + future_t)
     numerator = 1.0 - (1.0 - z) ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
     numerator *= (a + b + x - 1.0) / (a - 1.0)
-    return np.maximum(numerator * p_alive(params, frequency, recency, t_age), 0.0)
+    return np.maximum(numerator * (p_alive(params, frequency, recency, t_age) if alive is None else alive), 0.0)
 
 
 def p_alive(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray
@@ -48,7 +48,7 @@ def p_alive(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray
 
 
 def p_active(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
-                   future_t: float) -> np.ndarray:
+                   future_t: float, alive: np.ndarray | None = None) -> np.ndarray:
     """BG/NBD's probability of at least one purchase in the next ``future_t``.
 
     Alive at ``T``, the purchase rate's posterior is Gamma(r + x, alpha + T), so no purchase in
@@ -58,7 +58,7 @@ def p_active(params: dict[str, float], frequency: np.ndarray, recency: np.ndarra
     r, alpha = float(params["r"]), float(params["alpha"])
     x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, t_age))
     none = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + future_t)))
-    return p_alive(params, frequency, recency, t_age) * (1.0 - none)
+    return (p_alive(params, frequency, recency, t_age) if alive is None else alive) * (1.0 - none)
 
 
 def fit_params(rfm: pd.DataFrame) -> dict[str, float]:

@@ -74,8 +74,9 @@ class ActivityForecast:
         frequency, recency, age, seen = summaries(features)
         module, horizon = MODELS[self.model], float(self.horizon_days)
         with np.errstate(all="ignore"):
-            p_active = np.clip(module.p_active(self.params, frequency, recency, age, horizon), 0.0, 1.0)
-            expected = np.maximum(module.expected_purchases(self.params, frequency, recency, age, horizon), 0.0)
+            alive = module.p_alive(self.params, frequency, recency, age)  # shared by both answers
+            p_active = np.clip(module.p_active(self.params, frequency, recency, age, horizon, alive), 0.0, 1.0)
+            expected = np.maximum(module.expected_purchases(self.params, frequency, recency, age, horizon, alive), 0.0)
         usable = seen & np.isfinite(p_active) & np.isfinite(expected)
         return np.where(usable, p_active, np.nan), np.where(usable, expected, np.nan), usable
 

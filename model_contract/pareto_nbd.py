@@ -76,7 +76,7 @@ def p_alive(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray
 
 
 def expected_purchases(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
-                       future_t: float) -> np.ndarray:
+                       future_t: float, alive: np.ndarray | None = None) -> np.ndarray:
     """Expected purchases in the next ``future_t`` (eq. 22 of the note): P(alive) x E[purchases | alive]."""
     r, alpha, s, beta = _unpack(params)
     x, age = (np.asarray(v, dtype=np.float64) for v in (frequency, t_age))
@@ -84,11 +84,11 @@ def expected_purchases(params: dict[str, float], frequency: np.ndarray, recency:
     # the expected lifetime within the next future_t, beta+T scaled: (1 - ((b+T)/(b+T+t))^(s-1)) / (s-1)
     lifetime = -shrink if abs(s - 1.0) < 1e-9 else -np.expm1((s - 1.0) * shrink) / (s - 1.0)
     given_alive = (r + x) / (alpha + age) * (beta + age) * lifetime
-    return p_alive(params, x, recency, age) * given_alive
+    return (p_alive(params, x, recency, age) if alive is None else alive) * given_alive
 
 
 def p_active(params: dict[str, float], frequency: np.ndarray, recency: np.ndarray, t_age: np.ndarray,
-             future_t: float) -> np.ndarray:
+             future_t: float, alive: np.ndarray | None = None) -> np.ndarray:
     """P(at least one purchase in the next ``future_t``).
 
     Alive at ``T``, the rates' posteriors are Gamma(r + x, alpha + T) and Gamma(s, beta + T); no purchase
@@ -101,7 +101,7 @@ def p_active(params: dict[str, float], frequency: np.ndarray, recency: np.ndarra
     survives = -(r + x) * np.log(alpha + later) - s * np.log(beta + later)
     dies = np.log(s) - np.log(r + s + x) + log_a0(params, x, age, later)
     log_none = (r + x) * np.log(alpha + age) + s * np.log(beta + age) + np.logaddexp(survives, dies)
-    return p_alive(params, x, recency, age) * -np.expm1(np.minimum(log_none, 0.0))
+    return (p_alive(params, x, recency, age) if alive is None else alive) * -np.expm1(np.minimum(log_none, 0.0))
 
 
 def fit_params(rfm: pd.DataFrame) -> dict[str, float]:
