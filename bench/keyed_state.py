@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(data_dir=work / "data")
         spark = spark_session(settings, "bench-keyed-state", {
             "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
-            "spark.sql.shuffle.partitions": str(spark_default_parallelism()),
+            "spark.sql.shuffle.partitions": str(machine_cores()),
         })
         end = pd.Timestamp("2026-06-01", tz="UTC")
         log(f"{args.events:,} events x 2 batches, {args.customers:,} customers, {args.days} days; {machine()}")
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    cores = spark_default_parallelism()
+    cores = machine_cores()
     print(f"\n{args.events:,} events of {args.customers:,} customers in the timed batch; {machine()}")
     print(f"{'candidate':<20} {'seconds':>8} {'events/s':>10} {'core-s per 1M':>14} {'vs driver':>10}")
     for name, value in seconds.items():
@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def spark_default_parallelism() -> int:
+def machine_cores() -> int:
+    """The cores Spark's ``local[*]`` runs on: one shuffle partition each, and the figures' core-seconds."""
     import os
 
     return os.cpu_count() or 2
