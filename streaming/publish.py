@@ -274,12 +274,17 @@ def _one_amount(value: str) -> float:
     return -abs(number) if negative else number
 
 
+def _amount_columns(column: str, columns: pd.Index) -> list[str]:
+    """The columns the mapped amount reads: itself, or the two of a product (``quantity*price``)."""
+    if column in columns or "*" not in column:
+        return [column]
+    return [part.strip() for part in column.split("*", 1)]
+
+
 def _amount_of(frame: pd.DataFrame, column: str) -> pd.Series:
     """The mapped amount: a column, or the product of two (``quantity*price`` for a ledger of item lines)."""
-    if column in frame.columns or "*" not in column:
-        return amounts(frame[column])
-    left, right = (part.strip() for part in column.split("*", 1))
-    return amounts(frame[left]) * amounts(frame[right])
+    factors = [amounts(frame[name]) for name in _amount_columns(column, frame.columns)]
+    return factors[0] * factors[1] if len(factors) == 2 else factors[0]
 
 
 def _lines_as_transactions(out: pd.DataFrame) -> pd.DataFrame:
@@ -299,8 +304,7 @@ def _lines_as_transactions(out: pd.DataFrame) -> pd.DataFrame:
     rows = out[keyed]
     lines = rows.groupby(["transaction_id", "customer_id"], sort=False, dropna=False)
     merged = lines.first()
-    unknown = rows["amount"].isna().groupby([rows["transaction_id"], rows["customer_id"]], sort=False,
-                                            dropna=False).any()
+    unknown = lines["amount"].count() < lines.size()  # a line whose amount could not be read
     merged["amount"] = lines["amount"].sum().mask(unknown)
     merged["event_time"] = lines["event_time"].min()
     merged = merged.reset_index()[out.columns]
@@ -317,11 +321,10 @@ def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayD
 
     frame = read_table(path, defaults.header)
     for name, column in vars(mapping).items():
-        parts = column.split("*", 1) if name == "amount" and column is not None and column not in frame.columns \
-            else [column]
-        for part in parts:
-            if part is not None and part.strip() not in frame.columns:
-                raise ReplayError(f"column {part.strip()!r} (for {name}) is not in {path}; "
+        read = _amount_columns(column, frame.columns) if name == "amount" else [column]
+        for part in read:
+            if part is not None and part not in frame.columns:
+                raise ReplayError(f"column {part!r} (for {name}) is not in {path}; "
                                   f"columns are: {', '.join(map(str, frame.columns))}")
     times = event_times(frame[mapping.event_time], defaults.time_format, defaults.timezone)
     stem = re.sub(r"[^A-Za-z0-9_.:\-]", "_", path.stem)[:24]  # generated ids must be valid ids
