@@ -187,30 +187,28 @@ def run_engine(spark: Any, name: str, batches: list[Path], work: Path) -> float:
         running.stop()
 
 
-def run_driver(spark: Any, batches: list[Path]) -> float:
+def run_driver(spark: Any, batches: list[Path], work: Path) -> float:
     """Today's per-batch driver work on ``batches[1]``, with the history and id log seeded by ``batches[0]``."""
     from pyspark.sql import functions as F
 
     from streaming.aggregate import daily_partials
-    from streaming.history import ActivityHistory
+    from streaming.stream_state import SECONDS_PER_DAY, StreamState
 
-    history = ActivityHistory()
-    seen: set[str] = set()
+    state = StreamState(work, lateness_s=7 * SECONDS_PER_DAY)  # the stream's decisions and history, never saved
 
     def one(path: Path) -> None:
         frame = spark.read.schema(EVENT_DDL).parquet(str(path))
-        keys = frame.select("transaction_id", "customer_id", (F.unix_micros("event_time") / 1e6).alias("event_s")
-                            ).toPandas()
-        ids = keys["transaction_id"].to_numpy(dtype=object)
-        duplicate = np.fromiter((i in seen for i in ids), dtype=bool, count=len(ids))
-        duplicate |= pd.Series(ids).duplicated().to_numpy()
-        seen.update(ids[~duplicate])
+        keys = frame.select("transaction_id", (F.unix_micros("event_time") / 1e6).alias("event_s")).toPandas()
+        ids, event_s = keys["transaction_id"].to_numpy(dtype=object), keys["event_s"].to_numpy(dtype=np.float64)
+        duplicate = state.classify(ids, event_s).duplicate
+        days = (event_s[~duplicate] // SECONDS_PER_DAY).astype(np.int64).tolist()
+        state.seen.update(zip(ids[~duplicate].tolist(), days, strict=True))
         accepted = frame.join(F.broadcast(spark.createDataFrame(keys.loc[duplicate, ["transaction_id"]],
                                                                 "transaction_id STRING")),
                               "transaction_id", "left_anti")
         partials: pd.DataFrame = daily_partials(accepted).toPandas()
-        changed = [history.merge(day).changed for _, day in partials.groupby("day", sort=True)]
-        history.export(np.unique(np.concatenate(changed)))
+        changed = [state.history.merge(day).changed for _, day in partials.groupby("day", sort=True)]
+        state.history.export(np.unique(np.concatenate(changed)))
 
     one(batches[0])
     started = time.perf_counter()
@@ -293,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             log(f"{name} ...")
             if name == "driver":
-                seconds[name] = run_driver(spark, batches)
+                seconds[name] = run_driver(spark, batches, work / name)
             elif name == "validate":
                 seconds[name] = run_validate(spark, records)
             else:
