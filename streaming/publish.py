@@ -351,8 +351,9 @@ def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayD
 
 def encode_replayed(table: pa.Table) -> list[bytes]:
     """Row-wise JSON with proper escaping; unparseable times and amounts become ``null`` so the
-    streaming job dead-letters them with a reason instead of them vanishing here. A negative amount
-    is sent as a refund, anything else as a purchase."""
+    streaming job dead-letters them with a reason instead of them vanishing here (a row without a
+    customer leaves the field out: ``missing_field``). A negative amount is sent as a refund,
+    anything else as a purchase."""
     values = []
     for row in table.to_pylist():
         moment = row["event_time"]
@@ -370,5 +371,7 @@ def encode_replayed(table: pa.Table) -> list[bytes]:
             # a ledger books a refund as a negative amount; zero is a purchase (a free item, a voucher)
             "kind": "refund" if amount is not None and amount < 0 else PURCHASE,
         }
+        if document["customer_id"] is None:  # an empty cell: the field is missing, not of the wrong type
+            del document["customer_id"]
         values.append(orjson.dumps(document))
     return values

@@ -111,13 +111,14 @@ def test_a_time_format_and_a_time_zone_are_applied(tmp_path: Path) -> None:
         "1997-01-31T22:30:00+00:00"]
 
 
-def test_missing_ids_are_sent_as_null_not_as_the_text_nan(tmp_path: Path) -> None:
+def test_a_missing_customer_is_a_missing_field_not_the_text_nan(tmp_path: Path) -> None:
     path = tmp_path / "gaps.csv"
     path.write_text("customer,time,amount\n,2026-01-01,1.0\nc2,2026-01-02,2.0\n")
     table = read_transactions_file(path, ColumnMapping("customer", "time", "amount"), ReplayDefaults())
     assert table["customer_id"].to_pylist() == [None, "c2"]
     first = validate_bytes(encode_replayed(table)[0])
-    assert isinstance(first, InvalidEvent) and first.code == ErrorCode.WRONG_TYPE
+    assert isinstance(first, InvalidEvent) and first.code == ErrorCode.MISSING_FIELD
+    assert "customer_id" in first.message
 
 
 def test_negative_amounts_are_replayed_as_refunds_and_zero_as_a_purchase(tmp_path: Path) -> None:
