@@ -31,7 +31,6 @@ from features.store import FeatureWriter
 from model_contract import registry
 from model_contract.evaluate import Metrics, comparison_table, markdown_table
 from model_contract.labels import TARGETS
-from model_contract.onnx_runner import as_matrix
 from streaming.publish import ColumnMapping, ReplayDefaults, encode_replayed, read_transactions_file
 from training.baselines import CLASSIC_MODELS, BgNbdBaseline, PersistenceBaseline, fit_baselines
 from training.forecast import ForecastUnavailable, fit_forecast, rank_correlation
@@ -39,9 +38,10 @@ from training.hybrid import HybridModel
 from training.pipeline import (
     Reporter,
     build_training_data,
-    evaluate_all,
+    evaluate_outputs,
     fit_models,
     policy_of,
+    score_all,
     split_windows,
     timed_step,
 )
@@ -132,17 +132,15 @@ def count_metrics(test: pd.DataFrame, scores: dict[str, np.ndarray], counts: dic
     return figures
 
 
-def _count_predictions(fitted: Any, scored: dict[str, Any], test: pd.DataFrame
-                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(P(active) per model, predicted purchases in the horizon for the models that have a count).
+def _count_predictions(scored: dict[str, Any], outputs: dict[str, tuple[np.ndarray, np.ndarray]],
+                       test: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(P(active) per model, from its test ``outputs``; predicted purchases in the horizon for the models
+    that have a count).
 
     Counts: persistence says the last horizon's again; BG/NBD and Pareto/NBD their conditional
     expectations; the hybrid its own probability of any purchase times BG/NBD's expected count given one.
     """
-    x_test = as_matrix(test)
-    scores = {"ensemble": fitted.ensemble.predict_proba(x_test)[:, 1]}
-    scores |= {name: single.predict_proba(x_test)[:, 1] for name, single in fitted.singles.items()}
-    scores |= {name: model.predict_proba(test)[:, 1] for name, model in scored.items()}
+    scores = {name: probabilities[:, 1] for name, (probabilities, _) in outputs.items()}
     counts = ({PersistenceBaseline.name: test["previous"].to_numpy(dtype=np.float64)}
               if PersistenceBaseline.name in scored else {})
     for model in CLASSIC_MODELS:
@@ -262,9 +260,10 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
                          if isinstance(model, BgNbdBaseline))  # the classic models that fitted
         if classics:  # the hybrid: the classic models as members of the stacker
             scored[HybridModel.name] = HybridModel.fit(fitted.ensemble, classics, validation)
-        results = evaluate_all(fitted, scored | baselines.fitted, test)
-        counts = (count_metrics(test, *_count_predictions(fitted, scored | baselines.fitted, test))
-                  if target == "active" else {})
+        scored |= baselines.fitted
+        outputs = score_all(fitted, scored, test)  # every model's probabilities, once
+        results = evaluate_outputs(outputs, test, fitted.ensemble.classes)
+        counts = count_metrics(test, *_count_predictions(scored, outputs, test)) if target == "active" else {}
 
     report = BacktestReport(
         target=target, horizon_days=cfg.training.horizon_days, records=table.num_rows, rejected=dict(rejected),
@@ -274,12 +273,14 @@ def _backtest(cfg: Settings, experiment: str, source: BacktestSource, target: st
         skipped=baselines.skipped, forecast=forecast,
         timings=timings)
     with timed_step(timings, "log", reporter, f"MLflow experiment {experiment}-backtest"):
-        report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, test)
+        report.run_id = _log(cfg, f"{experiment}-backtest", source, report, results, fitted, outputs["ensemble"],
+                             test)
     return report
 
 
 def _log(cfg: Settings, experiment: str, source: BacktestSource, report: BacktestReport,
-         results: dict[str, Metrics], fitted: Any, test: pd.DataFrame) -> str:
+         results: dict[str, Metrics], fitted: Any, ensemble_output: tuple[np.ndarray, np.ndarray],
+         test: pd.DataFrame) -> str:
     with mlflow.start_run(experiment_id=registry.experiment_id(cfg, experiment),
                           run_name=f"backtest-{source.path.stem}-{report.target}-{report.horizon_days}d") as run:
         mlflow.log_params({
@@ -300,11 +301,11 @@ def _log(cfg: Settings, experiment: str, source: BacktestSource, report: Backtes
         table = comparison_table(results)
         mlflow.log_text(markdown_table(table), "evaluation/comparison.md")
         mlflow.log_text(table.to_csv(), "evaluation/comparison.csv")
-        x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
+        y_test = test["label_index"].to_numpy()
         importances = {"random_forest": fitted.ensemble.forest.feature_importances_,
                        "xgboost": fitted.ensemble.booster.feature_importances_}
         with tempfile.TemporaryDirectory(prefix="activity-backtest-plots-") as plots:
-            for path in save_all(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),
+            for path in save_all(y_test, *ensemble_output,
                                  importances, Path(plots), classes=fitted.ensemble.classes):
                 mlflow.log_artifact(str(path), "plots")
         return run.info.run_id

@@ -46,7 +46,8 @@ from training.data import NoTrainingData, sample_customers
 from training.dataset import TimeSplit, labelled_entities, split_by_time, training_set
 from training.forecast import ForecastUnavailable, fit_forecast
 from training.gate import decide
-from training.model import FittedModels, ModelParams, combine, fit_members
+from training.model import ActivityEnsemble, FittedModels, ModelParams, SingleModel, combine, fit_members
+from training.model import decide as decide_classes
 from training.model_card import model_card
 from training.onnx_export import ensemble_to_onnx, fallback_to_onnx, save
 from training.plots import save_all
@@ -151,20 +152,39 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
     return combine(forest, booster, as_matrix(validation), y_validation, params, classes)
 
 
-def evaluate_all(fitted: FittedModels, scored: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
-    """The ensemble, each of its members alone and every model in ``scored``, on the same test rows.
+def score_all(fitted: FittedModels, scored: dict[str, Any], test: pd.DataFrame
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each model's (probabilities, decisions) on the test rows, every probability computed once.
 
-    ``scored`` holds whatever scores entity frames (``predict_proba(frame)``): the baselines, and
-    the backtest's hybrid."""
-    x_test, y_test = as_matrix(test), test["label_index"].to_numpy()
-    classes = fitted.ensemble.classes
-    results = {"ensemble": evaluate(y_test, fitted.ensemble.predict_proba(x_test), fitted.ensemble.predict(x_test),
-                                    classes)}
-    for name, single in fitted.singles.items():
-        results[name] = evaluate(y_test, single.predict_proba(x_test), single.predict(x_test), classes)
-    for name, model in scored.items():
-        results[name] = evaluate(y_test, model.predict_proba(test), model.predict(test), classes)
-    return results
+    The ensemble, each of its members alone and every model in ``scored`` (whatever scores entity
+    frames with ``predict_proba(frame)``: the baselines, and the backtest's hybrid). A model with
+    tuned ``decision_weights`` decides ``argmax(p * w)`` on the same probabilities; one without
+    (persistence, whose rule is not its probabilities) decides with its own ``predict``.
+    """
+    x_test = as_matrix(test)
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ours: dict[str, ActivityEnsemble | SingleModel] = {"ensemble": fitted.ensemble, **fitted.singles}
+    for name, model in ours.items():
+        probabilities = model.predict_proba(x_test)
+        outputs[name] = probabilities, decide_classes(probabilities, model.decision_weights)
+    for name, scorer in scored.items():
+        probabilities = scorer.predict_proba(test)
+        weights = getattr(scorer, "decision_weights", None)
+        decided = decide_classes(probabilities, weights) if weights is not None else scorer.predict(test)
+        outputs[name] = probabilities, decided
+    return outputs
+
+
+def evaluate_outputs(outputs: dict[str, tuple[np.ndarray, np.ndarray]], test: pd.DataFrame,
+                     classes: tuple[str, ...]) -> dict[str, Metrics]:
+    y_test = test["label_index"].to_numpy()
+    return {name: evaluate(y_test, probabilities, predicted, classes)
+            for name, (probabilities, predicted) in outputs.items()}
+
+
+def evaluate_all(fitted: FittedModels, scored: dict[str, Any], test: pd.DataFrame) -> dict[str, Metrics]:
+    """The ensemble, each of its members alone and every model in ``scored``, on the same test rows."""
+    return evaluate_outputs(score_all(fitted, scored, test), test, fitted.ensemble.classes)
 
 
 @dataclass

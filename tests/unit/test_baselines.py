@@ -307,3 +307,35 @@ def test_every_baseline_is_fitted_and_scores_the_test_rows(data: Simulated) -> N
     assert not baselines.skipped
     for baseline in baselines.fitted.values():
         assert baseline.predict_proba(data.test).shape == (len(data.test), 3)
+
+
+def test_every_model_is_scored_once_and_decides_as_its_own_predict(data: Simulated) -> None:
+    """``score_all`` computes each model's test probabilities once and decides from them: the
+    decisions must be those of each model's own ``predict`` (persistence's rule is not its
+    probabilities), for the ensemble, its members, the baselines and the hybrid."""
+    from model_contract.evaluate import evaluate
+    from model_contract.onnx_runner import as_matrix
+    from training.hybrid import HybridModel
+    from training.model import ModelParams, fit_ensemble
+    from training.pipeline import evaluate_all, score_all
+
+    y = data.train["label_index"].to_numpy()
+    fitted = fit_ensemble(as_matrix(data.train), y, as_matrix(data.validation),
+                          data.validation["label_index"].to_numpy(),
+                          ModelParams(forest_trees=20, booster_rounds=20, threads=1))
+    baselines = fit_baselines(data.train, data.validation, data.daily, POLICY).fitted
+    classics = tuple(baselines[name] for name in ("bg_nbd", "pareto_nbd"))
+    scored = {**baselines, "hybrid": HybridModel.fit(fitted.ensemble, classics, data.validation)}
+    outputs = score_all(fitted, scored, data.test)
+    assert set(outputs) == {"ensemble", *fitted.singles, *scored}
+    x_test = as_matrix(data.test)
+    for name, (probabilities, decided) in outputs.items():
+        model = {"ensemble": fitted.ensemble, **fitted.singles}.get(name)
+        own = model.predict(x_test) if model is not None else scored[name].predict(data.test)
+        np.testing.assert_array_equal(decided, own, err_msg=name)
+        assert probabilities.shape == (len(data.test), 3), name
+    assert (outputs["persistence"][1] == STABLE).all()  # a rule apart from its (constant) probabilities
+    results = evaluate_all(fitted, scored, data.test)
+    hybrid = scored["hybrid"]
+    direct = evaluate(data.test["label_index"].to_numpy(), hybrid.predict_proba(data.test), hybrid.predict(data.test))
+    assert results["hybrid"] == direct
