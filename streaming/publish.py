@@ -139,10 +139,13 @@ class ReplayError(ActivityError, ValueError):
 
 
 def read_table(path: Path, header: bool = True) -> pd.DataFrame:
-    """A parquet file, or a text file of columns (CSV) separated by commas, semicolons, tabs or runs
-    of spaces, whichever its first line has; text columns are read as text (ids keep leading zeros).
+    """A parquet file, an Excel workbook (.xlsx), or a text file of columns (CSV) separated by commas,
+    semicolons, tabs or runs of spaces, whichever its first line has; text columns are read as text
+    (ids keep leading zeros).
 
-    Without a header row the columns are named by position from 1: "1", "2", ...
+    A workbook's sheets are one ledger split in parts (a sheet per year, as public retail exports
+    come): every sheet is read, and all must have the first sheet's columns. Without a header row the
+    columns are named by position from 1: "1", "2", ...
     """
     import pandas as pd
 
@@ -152,12 +155,37 @@ def read_table(path: Path, header: bool = True) -> pd.DataFrame:
     suffix = Path(path.stem).suffix.lower() if compressed else path.suffix.lower()
     if suffix in (".parquet", ".pq") and not compressed:
         return pd.read_parquet(path)
+    if suffix == ".xlsx" and not compressed:
+        return _read_workbook(path, header)
     if suffix not in (".csv", ".txt", ".tsv", ".dat"):
-        raise ReplayError(f"{path}: expected a .csv, .tsv, .txt or .parquet file (or .csv.gz, ...)")
+        raise ReplayError(f"{path}: expected a .csv, .tsv, .txt, .parquet or .xlsx file (or .csv.gz, ...)")
     with gzip.open(path, "rt", errors="replace") if compressed else path.open(errors="replace") as handle:
         first = handle.readline()
     separator = next((sep for sep in (",", ";", "\t") if sep in first), r"\s+")
     frame = pd.read_csv(path, sep=separator, header=0 if header else None, dtype=str, skipinitialspace=True)
+    if not header:
+        frame.columns = [str(i + 1) for i in range(frame.shape[1])]
+    return frame
+
+
+def _read_workbook(path: Path, header: bool) -> pd.DataFrame:
+    from zipfile import BadZipFile
+
+    import pandas as pd
+
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, header=0 if header else None, dtype=str, engine="openpyxl")
+    except (BadZipFile, ValueError, OSError, KeyError) as error:  # what openpyxl raises for a file that is not one
+        raise ReplayError(f"{path}: not a readable .xlsx workbook ({type(error).__name__}: {error})") from error
+    parts = [frame for frame in sheets.values() if not frame.empty]
+    if not parts:
+        raise ReplayError(f"{path}: every sheet of the workbook is empty")
+    columns = list(parts[0].columns)
+    for name, frame in sheets.items():
+        if not frame.empty and list(frame.columns) != columns:
+            raise ReplayError(f"{path}: sheet {name!r} has the columns {list(frame.columns)}, the first sheet "
+                              f"{columns}: a workbook is read as one ledger, all sheets alike")
+    frame = pd.concat(parts, ignore_index=True)  # every cell as text, as from a CSV (a time as 2010-12-01 08:26:00)
     if not header:
         frame.columns = [str(i + 1) for i in range(frame.shape[1])]
     return frame

@@ -202,3 +202,39 @@ def test_times_in_mixed_spellings_are_each_read(tmp_path: Path) -> None:
              "c1,1997-03-01,1\n")
     assert _times(tmp_path, lines) == [None, "1997-01-31T00:00:00+00:00", "1997-01-31T00:00:00+00:00",
                                        "1997-02-02T00:00:00+00:00", "1997-03-01T00:00:00+00:00"]
+
+
+def test_an_excel_workbook_is_read_sheet_after_sheet(tmp_path: Path) -> None:
+    """A ledger shipped as .xlsx with a sheet per year (as public retail exports come): cells keep
+    their meaning (times, numbers, a missing customer, an id with leading zeros)."""
+    from datetime import datetime
+
+    path = tmp_path / "ledger.xlsx"
+    columns = ["Invoice", "Customer ID", "InvoiceDate", "Quantity", "Price"]
+    first = pd.DataFrame([["536365", 17850, datetime(2010, 12, 1, 8, 26), 6, 2.55],
+                          ["536365", 17850, datetime(2010, 12, 1, 8, 26), 6, 3.39],
+                          ["536366", None, datetime(2010, 12, 1, 8, 28), 1, 1.0]], columns=columns)
+    second = pd.DataFrame([["C536379", "00042", datetime(2011, 1, 4, 9, 41), -1, 27.5]], columns=columns)
+    with pd.ExcelWriter(path, engine="openpyxl") as workbook:
+        first.to_excel(workbook, sheet_name="Year 2010", index=False)
+        second.to_excel(workbook, sheet_name="Year 2011", index=False)
+    mapping = ColumnMapping("Customer ID", "InvoiceDate", "Quantity*Price", transaction_id="Invoice")
+    rows = sorted((row["transaction_id"], row["customer_id"], row["event_time"].isoformat(), round(row["amount"], 2))
+                  for row in read_transactions_file(path, mapping, ReplayDefaults()).to_pylist())
+    assert rows == [("536365", "17850", "2010-12-01T08:26:00+00:00", 35.64),
+                    ("536366", None, "2010-12-01T08:28:00+00:00", 1.0),
+                    ("C536379", "00042", "2011-01-04T09:41:00+00:00", -27.5)]
+
+
+def test_a_workbook_whose_sheets_differ_is_refused_naming_the_sheet(tmp_path: Path) -> None:
+    path = tmp_path / "two ledgers.xlsx"
+    with pd.ExcelWriter(path, engine="openpyxl") as workbook:
+        pd.DataFrame({"customer": ["c1"], "time": ["2026-01-01"], "amount": [1.0]}).to_excel(
+            workbook, sheet_name="sales", index=False)
+        pd.DataFrame({"sku": ["x"], "stock": [3]}).to_excel(workbook, sheet_name="stock", index=False)
+    with pytest.raises(ReplayError, match="sheet 'stock'"):
+        read_transactions_file(path, ColumnMapping("customer", "time", "amount"), ReplayDefaults())
+    (tmp_path / "not a workbook.xlsx").write_text("customer,time,amount\n")
+    with pytest.raises(ReplayError, match="not a readable .xlsx workbook"):
+        read_transactions_file(tmp_path / "not a workbook.xlsx", ColumnMapping("customer", "time", "amount"),
+                               ReplayDefaults())
