@@ -153,7 +153,7 @@ def fit_models(settings: Settings, data: TrainingData) -> FittedModels:
 
 
 def score_all(fitted: FittedModels, scored: dict[str, Any], test: pd.DataFrame
-                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each model's (probabilities, decisions) on the test rows, every probability computed once.
 
     The ensemble, each of its members alone and every model in ``scored`` (whatever scores entity
