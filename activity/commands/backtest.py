@@ -35,7 +35,7 @@ class Target(StrEnum):
 
 
 def backtest(
-    file: Annotated[Path, typer.Argument(help="CSV (or .tsv, .txt, .gz), parquet or Excel (.xlsx, every sheet) file of transactions.")],
+    file: Annotated[Path, typer.Argument(help="CSV (.tsv, .txt, .gz), parquet or Excel (.xlsx) file of transactions.")],
     customer: CustomerColumn = "customer_id",
     time: TimeColumn = "event_time",
     amount: AmountColumn = "amount",

@@ -85,7 +85,7 @@ def _publish_simulation(cfg: Settings, population, first_day: int, rate: float |
 
 @app.command("replay")
 def produce_replay(
-    file: Annotated[Path, typer.Argument(help="CSV (or .tsv, .txt, .gz), parquet or Excel (.xlsx, every sheet) file of transactions.")],
+    file: Annotated[Path, typer.Argument(help="CSV (.tsv, .txt, .gz), parquet or Excel (.xlsx) file of transactions.")],
     customer: CustomerColumn = "customer_id",
     time: TimeColumn = "event_time",
     amount: AmountColumn = "amount",
