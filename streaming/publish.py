@@ -367,6 +367,8 @@ def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayD
         "amount": _amount_of(frame, mapping.amount),
         "currency": text(mapping.currency, defaults.currency),
         "event_time": times,
+        # the time as written where it could not be read: the stream's refusal quotes it
+        "event_time_text": frame[mapping.event_time].astype("string").where(times.isna()),
         "merchant_id": text(mapping.merchant_id, defaults.merchant_id),
         "merchant_category": text(mapping.merchant_category, defaults.merchant_category),
         "channel": text(mapping.channel, defaults.channel),
@@ -378,28 +380,30 @@ def read_transactions_file(path: Path, mapping: ColumnMapping, defaults: ReplayD
 
 
 def encode_replayed(table: pa.Table) -> list[bytes]:
-    """Row-wise JSON with proper escaping; unparseable times and amounts become ``null`` so the
-    streaming job dead-letters them with a reason instead of them vanishing here (a row without a
-    customer leaves the field out: ``missing_field``). A negative amount is sent as a refund,
-    anything else as a purchase."""
+    """Row-wise JSON with proper escaping; what could not be read is sent so that the streaming job
+    dead-letters it with a reason instead of it vanishing here: a time as it was written
+    (``invalid_timestamp``, quoting it), an amount as ``null``, an empty customer or time cell
+    left out (``missing_field``). A negative amount is sent as a refund, anything else as a purchase."""
     values = []
     for row in table.to_pylist():
         moment = row["event_time"]
         amount = row["amount"]
+        written = row.get("event_time_text")
         document = {
             "schema_version": SCHEMA_VERSION,
             "transaction_id": row["transaction_id"],
             "customer_id": row["customer_id"],
             "amount": amount if amount is not None and amount == amount else None,
             "currency": row["currency"],
-            "event_time": format_event_time(moment) if moment is not None else None,
+            "event_time": format_event_time(moment) if moment is not None else (written or "").strip() or None,
             "merchant_id": row["merchant_id"],
             "merchant_category": row["merchant_category"],
             "channel": row["channel"],
             # a ledger books a refund as a negative amount; zero is a purchase (a free item, a voucher)
             "kind": "refund" if amount is not None and amount < 0 else PURCHASE,
         }
-        if document["customer_id"] is None:  # an empty cell: the field is missing, not of the wrong type
-            del document["customer_id"]
+        for name in ("customer_id", "event_time"):
+            if document[name] is None:  # an empty cell: the field is missing, not of the wrong type
+                del document[name]
         values.append(orjson.dumps(document))
     return values

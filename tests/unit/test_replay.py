@@ -38,8 +38,9 @@ def test_rows_are_mapped_and_sorted_by_event_time(bank_csv: Path) -> None:
     assert good[0].merchant_category == "fuel"
     # The row with an unparseable time is still sent, so the stream dead-letters it with a reason.
     bad = results[0]
-    assert isinstance(bad, InvalidEvent) and bad.code == ErrorCode.WRONG_TYPE
-    assert json.loads(values[0])["event_time"] is None
+    assert isinstance(bad, InvalidEvent) and bad.code == ErrorCode.INVALID_TIMESTAMP
+    assert "'not a date'" in bad.message  # the refusal quotes the time as the file wrote it
+    assert json.loads(values[0])["event_time"] == "not a date"
 
 
 def test_replayed_ids_are_stable_across_runs(bank_csv: Path) -> None:
@@ -238,3 +239,11 @@ def test_a_workbook_whose_sheets_differ_is_refused_naming_the_sheet(tmp_path: Pa
     with pytest.raises(ReplayError, match="not a readable .xlsx workbook"):
         read_transactions_file(tmp_path / "not a workbook.xlsx", ColumnMapping("customer", "time", "amount"),
                                ReplayDefaults())
+
+
+def test_an_empty_time_cell_is_a_missing_field(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.csv"
+    path.write_text("customer,time,amount\nc1,,1.0\nc2,2026-01-02,2.0\n")
+    table = read_transactions_file(path, ColumnMapping("customer", "time", "amount"), ReplayDefaults())
+    first = validate_bytes(encode_replayed(table)[0])
+    assert isinstance(first, InvalidEvent) and first.code == ErrorCode.MISSING_FIELD and "event_time" in first.message
