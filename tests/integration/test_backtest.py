@@ -24,7 +24,8 @@ from tests.integration.conftest import training_settings
 
 CUSTOMERS, START, DAYS = 500, date(2026, 1, 5), 150
 SUMMARY_KEYS = ("target", "horizon_days", "customers", "rows", "model_auc", "model_macro_f1", "bgnbd_auc",
-                "bgnbd_macro_f1", "best_baseline", "best_baseline_auc", "best_baseline_macro_f1")
+                "bgnbd_macro_f1", "best_baseline", "best_baseline_auc", "best_baseline_macro_f1", "best_f1_baseline",
+                "best_f1_baseline_macro_f1")
 MAPPING = ColumnMapping(customer_id="client", event_time="when", amount="value")
 
 
@@ -77,6 +78,9 @@ def test_a_ledger_is_backtested_through_the_platforms_own_path(ledger: Path, set
     assert tuple(summary) == SUMMARY_KEYS
     assert summary["best_baseline"] in report.baselines
     assert summary["best_baseline_auc"] == max(round(report.metrics[b]["roc_auc"], 4) for b in report.baselines)
+    assert summary["best_f1_baseline_macro_f1"] == max(round(report.metrics[b]["macro_f1"], 4)
+                                                       for b in report.baselines)
+    assert summary["best_f1_baseline_macro_f1"] == round(report.metrics[summary["best_f1_baseline"]]["macro_f1"], 4)
     json.dumps(summary, allow_nan=False)
 
     client = registry.client(settings)  # the user's MLflow store, not the scratch directory's
